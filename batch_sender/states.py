@@ -1,0 +1,39 @@
+"""The recipient state machine: the values are the strings stored in the database.
+
+::
+
+    pending ──► sending ──► sent | failed | unknown
+       │
+       └──► expired                       (past --not-after)
+    rejected | duplicate | suppressed     (set at staging, never sent)
+
+A recipient is claimed (``pending → sending``) in a committed transaction before its request
+leaves; a ``sending`` row whose answer was never read is settled later (``querymsg``) or becomes
+``unknown``, which is never resent unless the operator asks (``--resend-unknown``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["FINAL", "STAGED_ONLY", "Status"]
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"  # staged, waiting to be sent
+    SENDING = "sending"  # claimed by a worker; its request may be in flight
+    SENT = "sent"  # the gateway accepted it and gave an API message ID
+    FAILED = "failed"  # the gateway refused it (error code and description recorded)
+    UNKNOWN = "unknown"  # the request left but its answer was lost; not resent automatically
+    EXPIRED = "expired"  # still pending after --not-after; never sent
+    REJECTED = "rejected"  # unusable number or text, found at staging
+    DUPLICATE = "duplicate"  # the same normalised number appears earlier in the campaign
+    SUPPRESSED = "suppressed"  # on the suppression (opt-out) list
+
+
+#: States that will not change again by themselves.
+FINAL = frozenset(
+    {Status.SENT, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.DUPLICATE, Status.SUPPRESSED}
+)
+#: States set at staging for rows that are never sent.
+STAGED_ONLY = frozenset({Status.REJECTED, Status.DUPLICATE, Status.SUPPRESSED})
