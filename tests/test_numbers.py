@@ -1,0 +1,130 @@
+"""Behaviour of batch_sender.numbers: raw recipient numbers to international digits, or a reason."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batch_sender.errors import InputError
+from batch_sender.numbers import Normalised, Normaliser
+
+
+@pytest.mark.parametrize(
+    ("raw", "msisdn"),
+    [
+        ("27821002000", "27821002000"),  # plain international digits: the fast path
+        ("2799900001", "2799900001"),  # the documentation's test numbers go through as given
+        ("+27821002000", "27821002000"),
+        ("+27 82 100 2000", "27821002000"),
+        ("0027 82 100 2000", "27821002000"),
+        ("+27 (0)82 100 2000", "27821002000"),  # the "(0)" trunk hint is dropped
+        ("+27-82-100-2000", "27821002000"),
+        ("+27.82.100.2000", "27821002000"),
+        ("  27821002000\t", "27821002000"),
+        ("+44\u00a020\u20137946\u20130958", "442079460958"),  # no-break space, en dashes
+        ("1234567", "1234567"),  # 7 digits: the shortest accepted
+        ("123456789012345", "123456789012345"),  # 15 digits: the longest
+        ("+99912345678", "99912345678"),  # unassigned country code: the gateway decides (105)
+    ],
+)
+def test_international_numbers_are_sent_as_their_digits(raw: str, msisdn: str) -> None:
+    assert Normaliser()(raw) == Normalised(msisdn, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "msisdn"),
+    [
+        ("082 100 2000", "ZA", "27821002000"),
+        ("(082) 100-2000", "ZA", "27821002000"),
+        ("082 100 2000", "za", "27821002000"),  # region codes in any case
+        ("020 7946 0958", "GB", "442079460958"),
+        ("06 1234 5678", "IT", "390612345678"),  # Italy keeps its 0 after the country code
+        ("011 27 82 100 2000", "US", "27821002000"),  # a US international prefix
+        ("０８２ １００ ２０００", "ZA", "27821002000"),  # full-width digits
+    ],
+)
+def test_national_numbers_are_parsed_in_the_given_country(
+    raw: str, country: str, msisdn: str
+) -> None:
+    assert Normaliser(country=country)(raw) == Normalised(msisdn, None)
+
+
+def test_a_national_number_and_its_international_form_normalise_to_the_same_msisdn() -> None:
+    normalise = Normaliser(country="ZA")
+    assert normalise("082 100 2000").msisdn == normalise("+27821002000").msisdn == "27821002000"
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "reason"),
+    [
+        ("", None, "empty number"),
+        ("   ", "ZA", "empty number"),
+        ("abc", None, "not a phone number"),
+        ("0821002000", None, "national number but no --country given"),
+        ("1-800-FLOWERS", "US", "not a phone number"),
+        ("082 100 2000 ext 5", "ZA", "not a phone number"),
+        ("+27 82 100 2000 / 2001", "ZA", "not a phone number"),
+        ("27+821002000", None, "not a phone number"),
+        ("+", None, "not a phone number"),
+        ("1234567890123456", None, "too long (16 digits; at most 15)"),
+        ("+27 82 100 2000 1234 5", None, "too long (16 digits; at most 15)"),
+        ("123456", None, "too short (6 digits; at least 7)"),
+        ("+0123456789", None, "no country code starts with 0"),
+        ("0821", "ZA", "too short for a number of ZA"),
+        ("08210020001234", "ZA", "too long for a number of ZA"),
+    ],
+)
+def test_unusable_numbers_are_rejected_with_a_reason(
+    raw: str, country: str | None, reason: str
+) -> None:
+    assert Normaliser(country=country)(raw) == Normalised(None, reason)
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "reason"),
+    [
+        ("2799900001", "ZA", "invalid number for ZA (--strict-numbers)"),
+        ("+27 99 900 0001", None, "invalid number for ZA (--strict-numbers)"),
+        ("099 900 0001", "ZA", "invalid number for ZA (--strict-numbers)"),
+        ("+99912345678", None, "unknown country code (--strict-numbers)"),
+    ],
+)
+def test_strict_numbers_rejects_what_phonenumbers_calls_invalid(
+    raw: str, country: str | None, reason: str
+) -> None:
+    assert Normaliser(country=country)(raw).msisdn is not None
+    assert Normaliser(country=country, strict=True)(raw) == Normalised(None, reason)
+
+
+@pytest.mark.parametrize("raw", ["27821002000", "+27 82 100 2000", "082 100 2000"])
+def test_strict_numbers_accepts_valid_numbers(raw: str) -> None:
+    assert Normaliser(country="ZA", strict=True)(raw) == Normalised("27821002000", None)
+
+
+@pytest.mark.parametrize("country", ["XX", "ZAF", "", "27"])
+def test_unknown_country_is_an_input_error(country: str) -> None:
+    with pytest.raises(InputError, match="--country"):
+        Normaliser(country=country)
+
+
+def test_repeated_numbers_give_the_same_answer_from_the_memo() -> None:
+    normalise = Normaliser(country="ZA")
+    first = normalise("082 100 2000")
+    assert normalise("082 100 2000") is first
+    assert normalise("0821") == Normalised(None, "too short for a number of ZA")
+
+
+@given(st.text(max_size=30))
+def test_any_input_is_either_digits_or_a_reason(raw: str) -> None:
+    result = Normaliser(country="ZA")(raw)
+    assert (result.msisdn is None) != (result.reason is None)
+    if result.msisdn is not None:
+        assert result.msisdn.isascii() and result.msisdn.isdigit()
+        assert 7 <= len(result.msisdn) <= 15
+        assert not result.msisdn.startswith("0")
+
+
+@given(st.from_regex(r"[1-9][0-9]{6,14}", fullmatch=True), st.sampled_from(["", "+", "00"]))
+def test_international_digits_come_back_unchanged_with_any_prefix(digits: str, prefix: str) -> None:
+    assert Normaliser()(prefix + digits) == Normalised(digits, None)
