@@ -1,0 +1,40 @@
+"""What every recipient source yields: numbered rows of text fields, streamed, closed when done."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Source", "SourceRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One recipient row as the source holds it, before any normalisation or validation."""
+
+    row_no: int  # 1-based data row number (header and blank lines excluded)
+    line_no: int  # physical line where the row starts (SQL: same as row_no)
+    number: str  # the raw value of the number column
+    fields: dict[str, str]  # every column (including the number column), for {placeholders}
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A stream of recipient rows whose columns are known before the first row is read.
+
+    Iterate once; ``close()`` releases the file or connection (it is also called when the
+    iteration ends, and by ``with``).
+    """
+
+    description: str  # for humans and the ``campaigns.source`` column; never holds a password
+    columns: tuple[str, ...]  # header names / result keys, in order
+
+    @property
+    def identity(self) -> str:
+        """A stable fingerprint input: equal for the same recipients, different otherwise."""
+        ...
+
+    def __iter__(self) -> Iterator[SourceRow]: ...
+
+    def close(self) -> None: ...
