@@ -1,0 +1,21 @@
+"""The results database: schema, migrations and the recipient queue (``Store``).
+
+``Store`` is the only door to SQL in batch-sender; ``tables`` is the schema model, ``migrate``
+drives Alembic, ``records`` holds the values passed in and out.
+"""
+
+from __future__ import annotations
+
+from batch_sender.store.queries import Store
+from batch_sender.store.records import Campaign, Chunk, ChunkRecipient, Outcome, StagedRow
+from batch_sender.store.tables import CAMPAIGN_STATUSES
+
+__all__ = [
+    "CAMPAIGN_STATUSES",
+    "Campaign",
+    "Chunk",
+    "ChunkRecipient",
+    "Outcome",
+    "StagedRow",
+    "Store",
+]

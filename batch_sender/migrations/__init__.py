@@ -1,0 +1,1 @@
+"""Alembic migrations of the results database, shipped in the package so the tool can migrate."""

@@ -1,0 +1,100 @@
+"""Engines tuned per database, and the one place SQLAlchemy errors become ``StoreError``.
+
+SQLite gets WAL, ``synchronous=NORMAL``, a busy timeout and foreign keys, and takes transaction
+control away from the ``sqlite3`` module so that a write transaction can start with
+``BEGIN IMMEDIATE`` (two processes on one file then queue for the write lock instead of failing
+half-way). MariaDB/MySQL run at READ COMMITTED, as PostgreSQL does, so queue claims take no gap
+locks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from batch_sender.errors import StoreError
+
+__all__ = ["begin_write", "create", "masked", "store_errors"]
+
+SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a writer waits for another process's transaction
+_BEGIN_OPTION = "batch_sender_sqlite_begin"
+
+
+def masked(url: str | URL) -> str:
+    """The URL as text with its password replaced by ``***``, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def create(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url`` with the per-database settings described above."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend in ("mysql", "mariadb"):
+        return create_engine(parsed, isolation_level="READ COMMITTED", pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+@contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A transaction that intends to write: ``BEGIN IMMEDIATE`` on SQLite, plain elsewhere."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def store_errors(action: str, url: str | URL) -> Iterator[None]:
+    """Turn any SQLAlchemy or driver error raised inside into a ``StoreError`` about ``action``."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise StoreError(f"{action} failed on {masked(url)}: {describe(exc, url)}") from exc
+    except sqlite3.Error as exc:  # raised directly by the driver outside SQLAlchemy's wrapping
+        raise StoreError(f"{action} failed on {masked(url)}: {describe(exc, url)}") from exc
+
+
+def describe(exc: BaseException, url: str | URL) -> str:
+    """The driver's own message (not SQLAlchemy's statement dump), without the password."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    message = text[0] if text else type(exc).__name__
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    if password:
+        message = message.replace(str(password), "***")
+    return message
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Per-connection SQLite settings; transactions are begun explicitly by ``_sqlite_begin``."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Emit BEGIN ourselves: deferred for readers, IMMEDIATE when ``begin_write`` asked."""
+    conn.exec_driver_sql(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN"))

@@ -1,0 +1,714 @@
+"""The results store: campaigns, staging, and the recipient queue, in SQLAlchemy Core.
+
+The database *is* the queue (DESIGN.md §2, §7): recipients are staged ``pending`` before anything
+is sent, claimed in committed transactions (``pending → sending``) by any number of workers, and
+written back once. PostgreSQL and MariaDB claim with ``SELECT … FOR UPDATE SKIP LOCKED``; SQLite
+serialises writers with ``BEGIN IMMEDIATE``. Every SQLAlchemy error leaves as ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from alembic.util.exc import CommandError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Update
+
+from batch_sender.errors import StoreError
+from batch_sender.states import STAGED_ONLY, Status
+from batch_sender.store import engine as engines
+from batch_sender.store import migrate
+from batch_sender.store.records import Campaign, Chunk, ChunkRecipient, Outcome, StagedRow
+from batch_sender.store.tables import (
+    API_MESSAGE_ID_LENGTH,
+    CAMPAIGN_STATUSES,
+    CLIENT_MESSAGE_ID_LENGTH,
+    ERROR_CODE_LENGTH,
+    ERROR_DESCRIPTION_LENGTH,
+    MSISDN_LENGTH,
+    UTCDateTime,
+    campaigns,
+    messages,
+    recipients,
+    results_view,
+)
+
+__all__ = ["Store"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STAGE_BATCH = 5000  # rows per executemany while staging
+MESSAGE_CACHE_SIZE = 100_000  # digest → messages.id entries kept while staging one campaign
+RESULTS_FETCH = 2000  # rows fetched per round trip when streaming the results view
+_ID_BATCH = 1000  # ids per "WHERE id IN (…)"
+_ENDED = frozenset({"finished", "stopped", "interrupted"})
+_SETTLEABLE = (Status.SENDING.value, Status.UNKNOWN.value)
+
+_r = recipients.c
+
+
+def _now() -> datetime:
+    """The current time as naive UTC, the form stored (see ``tables.UTCDateTime``)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _clip(value: str | None, length: int) -> str | None:
+    """``value`` cut to a column's width, so an over-long reason never fails a whole batch."""
+    return None if value is None else value[:length]
+
+
+#: Column order of the tuples handed to a bulk writer.
+_STAGE_COLUMNS = (
+    "campaign_id",
+    "row_no",
+    "msisdn",
+    "status",
+    "message_id",
+    "parts",
+    "attempts",
+    "error_code",
+    "error_description",
+    "updated_at",
+)
+
+
+def _bulk_writer(conn: Connection) -> Callable[[list[tuple[Any, ...]]], None]:
+    """The fastest way this connection's driver has to insert many recipients rows.
+
+    PostgreSQL (psycopg): ``COPY … FROM STDIN``. Positional drivers (sqlite3, PyMySQL, which
+    rewrites executemany into multi-row INSERTs): the Core INSERT compiled once and run as a driver
+    executemany of tuples, skipping SQLAlchemy's per-row parameter processing. Anything else: Core
+    executemany. The only value needing conversion, ``updated_at``, is converted once up front.
+    """
+    dialect = conn.dialect
+    to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    where = _STAGE_COLUMNS.index("updated_at")
+
+    def converted(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if to_db is None or not rows:
+            return rows
+        value = to_db(rows[0][where])  # one timestamp for the whole staging
+        return [(*row[:where], value, *row[where + 1 :]) for row in rows]
+
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        copy_sql = f"COPY recipients ({', '.join(_STAGE_COLUMNS)}) FROM STDIN"
+
+        def copy(rows: list[tuple[Any, ...]]) -> None:
+            raw: Any = conn.connection.dbapi_connection
+            with raw.cursor() as cursor, cursor.copy(copy_sql) as out:
+                for row in rows:
+                    out.write_row(row)
+
+        return copy
+    compiled = insert(recipients).compile(dialect=dialect, column_keys=list(_STAGE_COLUMNS))
+    if compiled.positiontup is not None and tuple(compiled.positiontup) == _STAGE_COLUMNS:
+        sql = compiled.string
+
+        def positional(rows: list[tuple[Any, ...]]) -> None:
+            conn.exec_driver_sql(sql, converted(rows))
+
+        return positional
+
+    def core(rows: list[tuple[Any, ...]]) -> None:
+        conn.execute(
+            insert(recipients), [dict(zip(_STAGE_COLUMNS, row, strict=True)) for row in rows]
+        )
+
+    return core
+
+
+def _update_by_case(outcomes: Sequence[Outcome], now: datetime) -> Update:
+    """One UPDATE writing every outcome of ``outcomes`` (the same rule as ``Store.record``)."""
+    ids = [o.recipient_id for o in outcomes]
+
+    def per_row(values: list[str | None]) -> Any:
+        return case(dict(zip(ids, values, strict=True)), value=_r.id)
+
+    return (
+        update(recipients)
+        .where(_r.id.in_(ids), _r.status.in_(_SETTLEABLE))
+        .values(
+            status=per_row([o.status.value for o in outcomes]),
+            api_message_id=per_row(
+                [_clip(o.api_message_id, API_MESSAGE_ID_LENGTH) for o in outcomes]
+            ),
+            error_code=per_row([_clip(o.error_code, ERROR_CODE_LENGTH) for o in outcomes]),
+            error_description=per_row(
+                [_clip(o.error_description, ERROR_DESCRIPTION_LENGTH) for o in outcomes]
+            ),
+            updated_at=literal(now, UTCDateTime()),
+        )
+    )
+
+
+def _batched(rows: Iterable[StagedRow], size: int) -> Iterator[list[StagedRow]]:
+    """``rows`` in lists of ``size`` (itertools.batched arrives in Python 3.12)."""
+    iterator = iter(rows)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+class _NameTaken(Exception):
+    """Another process committed a campaign of this name while we were staging it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    wire_text: str
+    unicode: bool
+    parts: int
+
+
+class Store:
+    """The results database: open it with ``Store.open(url)``, close it (or use ``with``)."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        """Wrap an engine made by ``engine.create``; prefer ``Store.open``."""
+        self._engine = engine
+        self._url = url
+        self._messages: dict[int, _Message] = {}  # immutable rows, cached for claims
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Store:
+        """Connect to ``url`` and bring its schema to head (or insist it is, if not ``upgrade``)."""
+        with engines.store_errors("opening the results database", url):
+            try:
+                engine = engines.create(url)
+            except ImportError as exc:
+                raise StoreError(
+                    f"no database driver for {engines.masked(url)}: {exc}; "
+                    "install batch-sender[postgres] or batch-sender[mysql]"
+                ) from exc
+            store = cls(engine, url)
+            try:
+                if upgrade:
+                    store.upgrade()
+                else:
+                    store._require_head()
+            except BaseException:
+                engine.dispose()
+                raise
+            return store
+
+    def upgrade(self) -> None:
+        """Apply every pending Alembic revision (creates the tables in an empty database)."""
+        with engines.store_errors("upgrading the results database", self._url):
+            with engines.begin_write(self._engine) as conn:
+                if migrate.current(conn) == migrate.head():
+                    return
+                try:
+                    migrate.upgrade(conn)
+                except CommandError as exc:
+                    raise StoreError(
+                        f"cannot upgrade {engines.masked(self._url)}: {exc} "
+                        "(was it migrated by a newer batch-sender?)"
+                    ) from exc
+            log.info("results database upgraded to %s", migrate.head())
+
+    def _require_head(self) -> None:
+        """Refuse to work on a schema this version does not know."""
+        with self._engine.connect() as conn:
+            at = migrate.current(conn)
+        if at != migrate.head():
+            raise StoreError(
+                f"the results database {engines.masked(self._url)} is at revision "
+                f"{at or 'none (empty)'}, this batch-sender needs {migrate.head()}: "
+                "run `batch-sender db upgrade`"
+            )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for tests and tools that need to look underneath."""
+        return self._engine
+
+    # -- campaigns ---------------------------------------------------------------------------
+
+    def campaign(self, name: str) -> Campaign | None:
+        """The campaign called ``name``, or None."""
+        with engines.store_errors("reading a campaign", self._url), self._engine.connect() as conn:
+            return self._campaign_where(conn, campaigns.c.name == name)
+
+    def campaigns(self) -> list[Campaign]:
+        """Every campaign, oldest first."""
+        with engines.store_errors("listing campaigns", self._url), self._engine.connect() as conn:
+            rows = conn.execute(select(campaigns).order_by(campaigns.c.id))
+            return [_campaign(row) for row in rows]
+
+    def stage_campaign(
+        self,
+        *,
+        name: str,
+        source: str,
+        fingerprint: str,
+        options: dict[str, object],
+        rows: Iterable[StagedRow],
+        batch_size: int = DEFAULT_STAGE_BATCH,
+    ) -> tuple[Campaign, bool]:
+        """Write a new campaign and all its rows in one transaction; (campaign, created?).
+
+        If ``name`` exists already nothing is staged and the existing campaign is returned with
+        False: the caller compares fingerprints. Any exception, including one raised by ``rows``,
+        rolls everything back. Later rows repeating an accepted number become ``duplicate``.
+        """
+        existing = self.campaign(name)
+        if existing is not None:
+            return existing, False
+        try:
+            with (
+                engines.store_errors(f"staging campaign {name!r}", self._url),
+                engines.begin_write(self._engine) as conn,
+            ):
+                # re-check under the write lock (SQLite serialises here; others race on the
+                # unique name below, the loser waiting for the winner's commit)
+                existing = self._campaign_where(conn, campaigns.c.name == name)
+                if existing is not None:
+                    return existing, False
+                campaign_id = self._insert_campaign(conn, name, source, fingerprint, options)
+                total = self._stage_rows(conn, campaign_id, rows, batch_size)
+                self._mark_duplicates(conn, campaign_id)
+                conn.execute(
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(status="ready", total=total)
+                )
+        except _NameTaken:
+            winner = self.campaign(name)
+            if winner is None:  # the other stager rolled back after all
+                raise StoreError(f"campaign {name!r} is being staged by another process") from None
+            return winner, False
+        staged = self.campaign(name)
+        assert staged is not None
+        log.info("staged campaign %r: %d rows", name, staged.total)
+        return staged, True
+
+    def set_status(self, campaign_id: int, status: str) -> None:
+        """Move a campaign to ``status``, stamping started_at (first run) and finished_at."""
+        if status not in CAMPAIGN_STATUSES:
+            raise ValueError(f"unknown campaign status {status!r}")
+        now = literal(_now(), UTCDateTime())
+        values: dict[str, Any] = {"status": status}
+        if status == "running":
+            values["started_at"] = func.coalesce(campaigns.c.started_at, now)
+            values["finished_at"] = None
+        elif status in _ENDED:
+            values["finished_at"] = now
+        with (
+            engines.store_errors("updating a campaign", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            done = conn.execute(
+                update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
+            )
+        if done.rowcount == 0:
+            raise StoreError(f"no campaign with id {campaign_id}")
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def claim_chunk(
+        self, campaign_id: int, *, size: int, client_message_id: str, worker: str
+    ) -> Chunk | None:
+        """Claim up to ``size`` pending recipients sharing one payload, or None if none is left.
+
+        The claim is committed before this returns: the rows are ``sending``, stamped with
+        ``client_message_id`` and ``worker``, and no other claimer can get them.
+        """
+        if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
+            raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
+        pending = (_r.campaign_id == campaign_id, _r.status == Status.PENDING.value)
+        with (
+            engines.store_errors("claiming recipients", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            message_id = conn.execute(
+                select(_r.message_id)
+                .where(*pending)
+                .order_by(_r.message_id, _r.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if message_id is None:
+                return None
+            claimed = conn.execute(
+                select(_r.id, _r.msisdn)
+                .where(*pending, _r.message_id == message_id)
+                .order_by(_r.id)
+                .limit(size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            ids = [row.id for row in claimed]
+            now = _now()
+            conn.execute(
+                update(recipients)
+                .where(_r.id.in_(ids))
+                .values(
+                    status=Status.SENDING.value,
+                    client_message_id=client_message_id,
+                    claimed_by=worker[:64],
+                    claimed_at=now,
+                    attempts=_r.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            message = self._message(conn, message_id)
+        return Chunk(
+            campaign_id=campaign_id,
+            client_message_id=client_message_id,
+            message_id=message_id,
+            wire_text=message.wire_text,
+            unicode=message.unicode,
+            parts=message.parts,
+            recipients=tuple(ChunkRecipient(row.id, row.msisdn) for row in claimed),
+        )
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Write outcomes in one transaction; only rows still ``sending`` or ``unknown`` change."""
+        if not outcomes:
+            return
+        now = _now()
+        params = [
+            {
+                "b_id": o.recipient_id,
+                "b_status": o.status.value,
+                "b_api": _clip(o.api_message_id, API_MESSAGE_ID_LENGTH),
+                "b_code": _clip(o.error_code, ERROR_CODE_LENGTH),
+                "b_description": _clip(o.error_description, ERROR_DESCRIPTION_LENGTH),
+                "b_now": now,
+            }
+            for o in outcomes
+        ]
+        stmt = (
+            update(recipients)
+            .where(  # (no IN: expanding parameters cannot be used with executemany)
+                _r.id == bindparam("b_id"),
+                or_(*(_r.status == status for status in _SETTLEABLE)),
+            )
+            .values(
+                status=bindparam("b_status"),
+                api_message_id=bindparam("b_api"),
+                error_code=bindparam("b_code"),
+                error_description=bindparam("b_description"),
+                updated_at=bindparam("b_now", type_=UTCDateTime()),
+            )
+        )
+        with (
+            engines.store_errors("recording outcomes", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            if conn.dialect.name in ("mysql", "mariadb"):
+                # PyMySQL runs an UPDATE executemany as one round trip per row: send one
+                # UPDATE … SET col = CASE id WHEN … END per slice instead
+                for start in range(0, len(outcomes), _ID_BATCH):
+                    conn.execute(_update_by_case(outcomes[start : start + _ID_BATCH], now))
+            else:
+                conn.execute(stmt, params)
+
+    def release(self, recipient_ids: Sequence[int]) -> None:
+        """Give claimed rows that were never sent back to the queue (``sending → pending``)."""
+        if not recipient_ids:
+            return
+        with (
+            engines.store_errors("releasing recipients", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            conn.execute(
+                update(recipients)
+                .where(_r.id.in_(list(recipient_ids)), _r.status == Status.SENDING.value)
+                .values(
+                    status=Status.PENDING.value,
+                    client_message_id=None,
+                    claimed_by=None,
+                    claimed_at=None,
+                    # the claim counted an attempt that never left
+                    attempts=case((_r.attempts > 0, _r.attempts - 1), else_=0),
+                    updated_at=_now(),
+                )
+            )
+
+    def in_flight(
+        self,
+        campaign_id: int,
+        *,
+        statuses: Sequence[Status] = (Status.SENDING,),
+        older_than: datetime | None = None,
+    ) -> list[tuple[str, list[ChunkRecipient]]]:
+        """Rows in ``statuses`` (claimed before ``older_than``), grouped by client message ID."""
+        stmt = (
+            select(_r.id, _r.msisdn, _r.client_message_id)
+            .where(_r.campaign_id == campaign_id, _r.status.in_([s.value for s in statuses]))
+            .order_by(_r.client_message_id, _r.id)
+        )
+        if older_than is not None:
+            stmt = stmt.where(_r.claimed_at < literal(older_than, UTCDateTime()))
+        with engines.store_errors("reading in-flight rows", self._url), self._engine.connect() as c:
+            rows = c.execute(stmt).all()
+        return [
+            (key or "", [ChunkRecipient(row.id, row.msisdn) for row in group])
+            for key, group in itertools.groupby(rows, key=lambda row: row.client_message_id)
+        ]
+
+    def requeue_unknown(self, campaign_id: int) -> int:
+        """Put ``unknown`` rows back to ``pending`` (``--resend-unknown``); how many moved."""
+        with (
+            engines.store_errors("requeueing unknown rows", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            done = conn.execute(
+                update(recipients)
+                .where(_r.campaign_id == campaign_id, _r.status == Status.UNKNOWN.value)
+                .values(
+                    status=Status.PENDING.value,
+                    client_message_id=None,
+                    claimed_by=None,
+                    claimed_at=None,
+                    updated_at=_now(),
+                )
+            )
+        return done.rowcount
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def counts(self, campaign_id: int) -> dict[Status, int]:
+        """Recipients per state (every state present, zeros included)."""
+        stmt = (
+            select(_r.status, func.count()).where(_r.campaign_id == campaign_id).group_by(_r.status)
+        )
+        with engines.store_errors("counting recipients", self._url), self._engine.connect() as c:
+            found = {Status(status): int(n) for status, n in c.execute(stmt)}
+        return {status: found.get(status, 0) for status in Status}
+
+    def error_counts(self, campaign_id: int) -> list[tuple[str | None, str | None, int]]:
+        """(code, description, recipients) of failed and rejected rows, most common first."""
+        count = func.count().label("n")
+        stmt = (
+            select(_r.error_code, _r.error_description, count)
+            .where(
+                _r.campaign_id == campaign_id,
+                _r.status.in_([Status.FAILED.value, Status.REJECTED.value]),
+            )
+            .group_by(_r.error_code, _r.error_description)
+            .order_by(count.desc(), _r.error_code)
+        )
+        with engines.store_errors("counting errors", self._url), self._engine.connect() as c:
+            return [(code, description, int(n)) for code, description, n in c.execute(stmt)]
+
+    def parts_total(self, campaign_id: int) -> int:
+        """Message parts (credits) of every recipient accepted for sending, sent or not."""
+        stmt = select(func.coalesce(func.sum(_r.parts), 0)).where(
+            _r.campaign_id == campaign_id, _r.status.not_in([s.value for s in STAGED_ONLY])
+        )
+        with engines.store_errors("summing parts", self._url), self._engine.connect() as c:
+            return int(c.execute(stmt).scalar_one())
+
+    def results(self, campaign_id: int) -> Iterator[dict[str, object]]:
+        """The ``results`` view for one campaign in source order, streamed (flat memory)."""
+        view = results_view.c
+        stmt = select(results_view).where(view.campaign_id == campaign_id).order_by(view.row_no)
+        with engines.store_errors("reading results", self._url), self._engine.connect() as conn:
+            result = conn.execution_options(yield_per=RESULTS_FETCH).execute(stmt)
+            try:
+                for row in result.mappings():
+                    yield dict(row)
+            finally:  # a reader that stops early must not leave an unread server-side cursor
+                result.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _campaign_where(self, conn: Connection, condition: Any) -> Campaign | None:
+        row = conn.execute(select(campaigns).where(condition)).first()
+        return None if row is None else _campaign(row)
+
+    def _insert_campaign(
+        self,
+        conn: Connection,
+        name: str,
+        source: str,
+        fingerprint: str,
+        options: dict[str, object],
+    ) -> int:
+        """Insert the campaign row (``staging``); a concurrent winner raises ``_NameTaken``."""
+        try:
+            result = conn.execute(
+                insert(campaigns).values(
+                    name=name,
+                    source=source,
+                    fingerprint=fingerprint,
+                    options=json.dumps(options, sort_keys=True, default=str),
+                    status="staging",
+                    total=0,
+                    created_at=_now(),
+                )
+            )
+        except IntegrityError as exc:
+            raise _NameTaken(name) from exc
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def _stage_rows(
+        self, conn: Connection, campaign_id: int, rows: Iterable[StagedRow], batch_size: int
+    ) -> int:
+        """Insert ``rows`` in batches, creating each distinct payload once; the row count."""
+        digests: dict[str, int] = {}  # digest → messages.id, bounded
+        evicted = False
+        total = 0
+        write = _bulk_writer(conn)
+        updated_at = _now()
+        for batch in _batched(rows, batch_size):
+            if len(digests) > MESSAGE_CACHE_SIZE:
+                digests.clear()
+                evicted = True
+            self._ensure_messages(conn, campaign_id, batch, digests, evicted)
+            write(
+                [
+                    (
+                        campaign_id,
+                        row.row_no,
+                        row.msisdn[:MSISDN_LENGTH],
+                        row.status.value,
+                        None if row.digest is None else digests.get(row.digest),
+                        row.parts,
+                        0,
+                        _clip(row.error_code, ERROR_CODE_LENGTH),
+                        _clip(row.error_description, ERROR_DESCRIPTION_LENGTH),
+                        updated_at,
+                    )
+                    for row in batch
+                ]
+            )
+            total += len(batch)
+        return total
+
+    def _ensure_messages(
+        self,
+        conn: Connection,
+        campaign_id: int,
+        batch: Sequence[StagedRow],
+        digests: dict[str, int],
+        evicted: bool,
+    ) -> None:
+        """Make sure every payload of ``batch`` has a messages row and its id is in ``digests``."""
+        new: dict[str, StagedRow] = {}
+        for row in batch:
+            if row.status is Status.PENDING and (row.digest is None or row.wire_text is None):
+                raise ValueError(f"row {row.row_no}: a pending row needs a digest and wire_text")
+            if row.digest is not None and row.wire_text is not None and row.digest not in digests:
+                new.setdefault(row.digest, row)
+        if not new:
+            return
+        if evicted:  # some of these may have been created before the cache was cleared
+            digests.update(self._message_ids(conn, campaign_id, list(new)))
+            new = {d: row for d, row in new.items() if d not in digests}
+            if not new:
+                return
+        conn.execute(
+            insert(messages),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "digest": digest,
+                    "wire_text": row.wire_text,
+                    "unicode": row.unicode,
+                    "parts": row.parts,
+                }
+                for digest, row in new.items()
+            ],
+        )
+        digests.update(self._message_ids(conn, campaign_id, list(new)))
+
+    @staticmethod
+    def _message_ids(conn: Connection, campaign_id: int, wanted: list[str]) -> dict[str, int]:
+        rows = conn.execute(
+            select(messages.c.digest, messages.c.id).where(
+                messages.c.campaign_id == campaign_id, messages.c.digest.in_(wanted)
+            )
+        )
+        return {digest: int(message_id) for digest, message_id in rows}
+
+    @staticmethod
+    def _mark_duplicates(conn: Connection, campaign_id: int) -> None:
+        """Accepted rows repeating an earlier accepted row's number become ``duplicate``.
+
+        Two plain steps rather than one UPDATE … FROM: right after a bulk insert the planner's
+        statistics know nothing of the new rows, and PostgreSQL then nests the grouped subquery
+        inside a per-row loop (minutes for 100k rows). A single-table window query plans the
+        same whatever the statistics, and MariaDB/MySQL need no self-referencing UPDATE.
+        """
+        ranked = (
+            select(
+                _r.id,
+                func.row_number().over(partition_by=_r.msisdn, order_by=_r.row_no).label("nth"),
+            )
+            .where(_r.campaign_id == campaign_id, _r.status == Status.PENDING.value)
+            .subquery("ranked")
+        )
+        later = conn.execute(select(ranked.c.id).where(ranked.c.nth > 1)).scalars().all()
+        mark = update(recipients).values(status=Status.DUPLICATE.value)
+        for start in range(0, len(later), _ID_BATCH):
+            conn.execute(mark.where(_r.id.in_(later[start : start + _ID_BATCH])))
+
+    def _message(self, conn: Connection, message_id: int) -> _Message:
+        """A messages row, from the cache when possible (rows never change)."""
+        cached = self._messages.get(message_id)
+        if cached is None:
+            row = conn.execute(
+                select(messages.c.wire_text, messages.c.unicode, messages.c.parts).where(
+                    messages.c.id == message_id
+                )
+            ).one()
+            cached = _Message(row.wire_text, bool(row.unicode), int(row.parts))
+            if len(self._messages) >= MESSAGE_CACHE_SIZE:
+                self._messages.clear()
+            self._messages[message_id] = cached
+        return cached
+
+
+def _campaign(row: Row[Any]) -> Campaign:
+    return Campaign(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        fingerprint=row.fingerprint,
+        options=json.loads(row.options),
+        status=row.status,
+        total=row.total,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )

@@ -1,0 +1,199 @@
+"""The results schema as SQLAlchemy Core tables: the model Alembic revisions must match.
+
+Tables are created only by the revisions in ``batch_sender/migrations``; this module is what the
+queries are written against, and ``tests/test_migrations.py`` checks that the two agree.
+
+Times are stored as *naive UTC* in a plain ``DATETIME``/``TIMESTAMP WITHOUT TIME ZONE`` column
+(microsecond precision on every engine: ``DATETIME(6)`` on MariaDB/MySQL) and handed back as
+timezone-aware UTC ``datetime`` objects by :class:`UTCDateTime`. A plain column type behaves the
+same on SQLite, PostgreSQL and MariaDB (no session time zone conversions), and reads naturally in
+reports: every time in the database is UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    column,
+    table,
+    text,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
+
+__all__ = [
+    "CAMPAIGN_STATUSES",
+    "UTCDateTime",
+    "campaigns",
+    "messages",
+    "metadata",
+    "recipients",
+    "results_view",
+    "summary_view",
+]
+
+#: Life cycle of a campaign row, in order of appearance.
+CAMPAIGN_STATUSES = ("staging", "ready", "running", "finished", "stopped", "interrupted")
+
+#: Column widths (characters); values longer than these are truncated on the way in.
+MSISDN_LENGTH = 64
+ERROR_CODE_LENGTH = 8
+ERROR_DESCRIPTION_LENGTH = 255
+API_MESSAGE_ID_LENGTH = 64
+CLIENT_MESSAGE_ID_LENGTH = 32  # Clickatell's climsgid limit
+
+# MariaDB's TEXT holds 64 KiB; long UCS-2 hex payloads get MEDIUMTEXT (16 MiB).
+LONG_TEXT: TypeEngine[str] = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (cheap autoincrement).
+BIG_ID: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_MYSQL_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC ``datetime`` stored as naive UTC, identically on every engine."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        """Microsecond precision on MariaDB/MySQL, whose DATETIME defaults to whole seconds."""
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC and drop the zone; naive values are taken as UTC already."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Mark what the database returns as UTC."""
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("options", Text, nullable=False),  # JSON object
+    Column("status", String(20), nullable=False),  # one of CAMPAIGN_STATUSES
+    Column("total", Integer, nullable=False, server_default="0"),  # rows staged
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("name"),
+    **_MYSQL_OPTIONS,
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
+    Column("digest", String(64), nullable=False),  # identity of the payload, from prepare
+    Column("wire_text", LONG_TEXT, nullable=False),  # as sent: GSM text or UCS-2 hex
+    Column("unicode", Boolean, nullable=False),
+    Column("parts", Integer, nullable=False),
+    UniqueConstraint("campaign_id", "digest"),
+    **_MYSQL_OPTIONS,
+)
+
+recipients = Table(
+    "recipients",
+    metadata,
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
+    Column("row_no", Integer, nullable=False),  # position in the source, from 1
+    Column("msisdn", String(MSISDN_LENGTH), nullable=False),  # normalised, or raw if rejected
+    Column("status", String(12), nullable=False),  # states.Status values
+    Column("message_id", Integer, ForeignKey("messages.id"), nullable=True),
+    Column("parts", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # requests that carried it
+    Column("client_message_id", String(CLIENT_MESSAGE_ID_LENGTH), nullable=True),
+    Column("api_message_id", String(API_MESSAGE_ID_LENGTH), nullable=True),
+    Column("error_code", String(ERROR_CODE_LENGTH), nullable=True),
+    Column("error_description", String(ERROR_DESCRIPTION_LENGTH), nullable=True),
+    Column("claimed_by", String(64), nullable=True),  # worker id holding the claim
+    Column("claimed_at", UTCDateTime(), nullable=True),  # start of the claim (lease)
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("campaign_id", "row_no"),
+    # claiming: pending rows of a campaign, one message at a time, lowest ids first
+    Index(None, "campaign_id", "status", "message_id", "id"),
+    Index(None, "campaign_id", "msisdn"),  # duplicate marking
+    # Lookups of ids the gateway gave; partial where the engine can (not MariaDB), so the
+    # staging of millions of rows does not index millions of NULLs.
+    Index(  # delivery callbacks
+        None,
+        "api_message_id",
+        sqlite_where=text("api_message_id IS NOT NULL"),
+        postgresql_where=text("api_message_id IS NOT NULL"),
+    ),
+    Index(  # settling with querymsg
+        None,
+        "campaign_id",
+        "client_message_id",
+        sqlite_where=text("client_message_id IS NOT NULL"),
+        postgresql_where=text("client_message_id IS NOT NULL"),
+    ),
+    **_MYSQL_OPTIONS,
+)
+
+# The views are created by raw SQL in a revision and are not part of ``metadata`` (so schema
+# comparison ignores them); these clauses only let queries select from them in Core.
+
+#: ``results``: one row per recipient, the columns promised by DESIGN.md §5 (+ campaign_id).
+results_view = table(
+    "results",
+    column("campaign_id", Integer),
+    column("campaign", String),
+    column("row_no", Integer),
+    column("msisdn", String),
+    column("status", String),
+    column("api_message_id", String),
+    column("error_code", String),
+    column("error_description", String),
+    column("client_message_id", String),
+    column("parts", Integer),
+    column("attempts", Integer),
+    column("updated_at", UTCDateTime()),
+)
+
+#: ``campaign_summary``: recipients and message parts per campaign and status.
+summary_view = table(
+    "campaign_summary",
+    column("campaign_id", Integer),
+    column("campaign", String),
+    column("status", String),
+    column("recipients", Integer),
+    column("parts", Integer),
+)

@@ -1,0 +1,191 @@
+"""Benchmark the results store: staging rows/s and claim+record recipients/s on each database.
+
+Usage: ``python benchmarks/bench_store.py [--rows 100000] [--chunk 100]
+[--db sqlite,postgresql,mariadb] [--pg-insert-methods]``. Each database gets a fresh,
+throw-away schema (PostgreSQL), database (MariaDB) or file (SQLite). ``--pg-insert-methods``
+also times the three PostgreSQL bulk-insert paths (executemany, multi-row VALUES, COPY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+
+from batch_sender.states import Status
+from batch_sender.store import Outcome, StagedRow, Store
+from batch_sender.store.tables import recipients
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MARIADB_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+PAYLOADS = 10  # distinct message texts in the benchmark campaign
+
+
+@contextmanager
+def fresh_database(kind: str) -> Iterator[str]:
+    """The URL of an empty database of ``kind``, dropped afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    name = f"bs_bench_{uuid.uuid4().hex[:10]}"
+    admin_url = POSTGRES_URL if kind == "postgresql" else MARIADB_URL
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    create, drop = (
+        (f"CREATE SCHEMA {name}", f"DROP SCHEMA {name} CASCADE")
+        if kind == "postgresql"
+        else (f"CREATE DATABASE {name} CHARACTER SET utf8mb4", f"DROP DATABASE {name}")
+    )
+    with admin.connect() as conn:
+        conn.execute(text(create))
+    url = make_url(admin_url)
+    url = (
+        url.update_query_dict({"options": f"-csearch_path={name}"})
+        if kind == "postgresql"
+        else url.set(database=name)
+    )
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(drop))
+        admin.dispose()
+
+
+def rows(count: int) -> Iterator[StagedRow]:
+    """``count`` accepted rows over PAYLOADS payloads, with a rejected row every 1000."""
+    for n in range(1, count + 1):
+        if n % 1000 == 0:
+            yield StagedRow(
+                n, f"bad{n}", Status.REJECTED, error_code="NUM", error_description="bad"
+            )
+        else:
+            payload = f"Hello, your code is {n % PAYLOADS}"
+            yield StagedRow(n, f"4479{n:08d}", Status.PENDING, 1, f"d{n % PAYLOADS}", payload)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def bench(kind: str, count: int, chunk_size: int) -> None:
+    with fresh_database(kind) as url, Store.open(url) as store:
+        staged: list[int] = []
+
+        def stage() -> None:
+            campaign, _ = store.stage_campaign(
+                name="bench", source="bench", fingerprint="f", options={}, rows=rows(count)
+            )
+            staged.append(campaign.id)
+
+        stage_s = timed(stage)
+        campaign_id = staged[0]
+        sent = 0
+
+        def drain() -> None:
+            nonlocal sent
+            n = 0
+            while chunk := store.claim_chunk(
+                campaign_id, size=chunk_size, client_message_id=f"c{n}", worker="bench"
+            ):
+                store.record(
+                    [
+                        Outcome(r.id, Status.SENT, api_message_id=f"{r.id:032x}")
+                        for r in chunk.recipients
+                    ]
+                )
+                sent += len(chunk.recipients)
+                n += 1
+
+        drain_s = timed(drain)
+        chunks = -(-sent // chunk_size)
+        print(
+            f"{kind:10} stage {count / stage_s:>10,.0f} rows/s"
+            f" ({stage_s * 1e6 / count:5.1f} µs/row)"
+            f" | claim+record {sent / drain_s:>9,.0f} recipients/s"
+            f" ({drain_s * 1e3 / chunks:5.2f} ms per {chunk_size}-row chunk)"
+        )
+
+
+def bench_pg_insert_methods(count: int) -> None:
+    """Time executemany, multi-row VALUES and COPY for the recipients table on PostgreSQL."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    params = [
+        {
+            "campaign_id": 1,
+            "row_no": n,
+            "msisdn": f"4479{n:08d}",
+            "status": "pending",
+            "message_id": None,
+            "parts": 1,
+            "attempts": 0,
+            "error_code": None,
+            "error_description": None,
+            "updated_at": now,
+        }
+        for n in range(1, count + 1)
+    ]
+    columns = list(params[0])
+
+    def run(method: Callable[..., None]) -> float:
+        with fresh_database("postgresql") as url, Store.open(url) as store:
+            with store.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO campaigns (id, name, source, fingerprint, options,"
+                        " status, total, created_at) VALUES (1, 'b', 's', 'f', '{}',"
+                        " 'ready', 0, now())"
+                    )
+                )
+            with store.engine.begin() as conn:
+                start = time.perf_counter()
+                for i in range(0, count, 5000):
+                    method(conn, params[i : i + 5000])
+                return time.perf_counter() - start
+
+    def executemany(conn, batch):  # type: ignore[no-untyped-def]
+        conn.execute(insert(recipients), batch)
+
+    def multi_values(conn, batch):  # type: ignore[no-untyped-def]
+        conn.execute(insert(recipients).values(batch))
+
+    def copy(conn, batch):  # type: ignore[no-untyped-def]
+        cursor = conn.connection.dbapi_connection.cursor()
+        with cursor.copy(f"COPY recipients ({', '.join(columns)}) FROM STDIN") as out:
+            for row in batch:
+                out.write_row(tuple(row.values()))
+
+    for name, method in (
+        ("executemany", executemany),
+        ("multi-row VALUES", multi_values),
+        ("COPY", copy),
+    ):
+        seconds = run(method)
+        print(f"postgresql insert via {name:17} {count / seconds:>10,.0f} rows/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--chunk", type=int, default=100)
+    parser.add_argument("--db", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--pg-insert-methods", action="store_true")
+    args = parser.parse_args()
+    for kind in args.db.split(","):
+        bench(kind, args.rows, args.chunk)
+    if args.pg_insert_methods:
+        bench_pg_insert_methods(args.rows)
+
+
+if __name__ == "__main__":
+    main()

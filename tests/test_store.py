@@ -1,0 +1,462 @@
+"""The results store on real SQLite, PostgreSQL and MariaDB: staging, the queue, the views."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from batch_sender.errors import StoreError
+from batch_sender.states import Status
+from batch_sender.store import Campaign, Chunk, Outcome, StagedRow, Store
+from batch_sender.store.tables import messages, recipients
+
+DESIGN_RESULTS_COLUMNS = {
+    "campaign",
+    "row_no",
+    "msisdn",
+    "status",
+    "api_message_id",
+    "error_code",
+    "error_description",
+    "client_message_id",
+    "parts",
+    "attempts",
+    "updated_at",
+}
+
+
+def accepted(row_no: int, msisdn: str, *, payload: str = "hello", parts: int = 1) -> StagedRow:
+    """A row prepare accepted, with the payload ``payload``."""
+    return StagedRow(
+        row_no=row_no,
+        msisdn=msisdn,
+        status=Status.PENDING,
+        parts=parts,
+        digest=f"digest-of-{payload}",
+        wire_text=payload,
+    )
+
+
+def rejected(row_no: int, raw: str) -> StagedRow:
+    """A row prepare rejected for a bad number."""
+    return StagedRow(
+        row_no=row_no,
+        msisdn=raw,
+        status=Status.REJECTED,
+        error_code="NUM",
+        error_description="not a phone number",
+    )
+
+
+def numbers(count: int, *, payloads: int = 1, start: int = 1) -> list[StagedRow]:
+    """``count`` distinct accepted numbers spread round-robin over ``payloads`` payloads."""
+    return [
+        accepted(row_no, f"4479{row_no:08d}", payload=f"text {row_no % payloads}")
+        for row_no in range(start, start + count)
+    ]
+
+
+def stage(store: Store, rows: list[StagedRow], name: str = "nightly") -> Campaign:
+    campaign, created = store.stage_campaign(
+        name=name, source="list.csv", fingerprint="f" * 64, options={"from": "Shop"}, rows=rows
+    )
+    assert created
+    return campaign
+
+
+def claim_all(store: Store, campaign_id: int, size: int, worker: str) -> list[int]:
+    ids: list[int] = []
+    n = 0
+    while chunk := store.claim_chunk(
+        campaign_id, size=size, client_message_id=f"{worker}-{n}", worker=worker
+    ):
+        ids.extend(r.id for r in chunk.recipients)
+        n += 1
+    return ids
+
+
+def status_of(store: Store, recipient_id: int) -> str:
+    with store.engine.connect() as conn:
+        return str(
+            conn.execute(
+                select(recipients.c.status).where(recipients.c.id == recipient_id)
+            ).scalar()
+        )
+
+
+# -- staging ---------------------------------------------------------------------------------
+
+
+def test_staging_writes_every_row_with_its_state(store: Store) -> None:
+    rows = [*numbers(5, payloads=2), rejected(6, "not-a-number"), accepted(7, "447700900123")]
+
+    campaign = stage(store, rows)
+
+    assert campaign.status == "ready"
+    assert campaign.total == 7
+    assert campaign.options == {"from": "Shop"}
+    assert campaign.created_at.tzinfo is UTC
+    counts = store.counts(campaign.id)
+    assert counts[Status.PENDING] == 6
+    assert counts[Status.REJECTED] == 1
+    assert sum(counts.values()) == 7
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(messages)).scalar() == 3
+
+
+def test_later_rows_repeating_an_accepted_number_become_duplicates(store: Store) -> None:
+    rows = [
+        rejected(1, "447700900001"),  # a rejected row does not make later ones duplicates
+        accepted(2, "447700900001"),
+        accepted(3, "447700900002"),
+        accepted(4, "447700900001", payload="other text"),
+        accepted(5, "447700900002"),
+        accepted(6, "447700900003"),
+    ]
+
+    campaign = stage(store, rows)
+
+    by_row = {r["row_no"]: r["status"] for r in store.results(campaign.id)}
+    assert by_row == {
+        1: "rejected",
+        2: "pending",
+        3: "pending",
+        4: "duplicate",
+        5: "duplicate",
+        6: "pending",
+    }
+
+
+def test_a_row_iterator_failing_mid_stream_stages_nothing(store: Store) -> None:
+    def rows() -> Iterator[StagedRow]:
+        yield from numbers(25, payloads=3)
+        raise RuntimeError("source file vanished")
+
+    with pytest.raises(RuntimeError, match="vanished"):
+        store.stage_campaign(
+            name="broken", source="x.csv", fingerprint="f", options={}, rows=rows(), batch_size=10
+        )
+
+    assert store.campaign("broken") is None
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(recipients)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(messages)).scalar() == 0
+
+
+def test_staging_an_existing_name_returns_the_existing_campaign(store: Store) -> None:
+    first = stage(store, numbers(3))
+
+    again, created = store.stage_campaign(
+        name="nightly", source="other.csv", fingerprint="g", options={}, rows=numbers(10)
+    )
+
+    assert not created
+    assert again == first
+    assert sum(store.counts(first.id).values()) == 3
+
+
+def test_two_stores_staging_one_name_at_once_stage_it_once(db_url: str) -> None:
+    stores = [Store.open(db_url) for _ in range(2)]
+    outcomes: list[tuple[Campaign, bool]] = []
+    barrier = threading.Barrier(2)
+
+    def run(store: Store) -> None:
+        barrier.wait()
+        outcomes.append(
+            store.stage_campaign(
+                name="race", source="s", fingerprint="f", options={}, rows=numbers(3000)
+            )
+        )
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert sorted(created for _, created in outcomes) == [False, True]
+        assert outcomes[0][0].id == outcomes[1][0].id
+        assert sum(stores[0].counts(outcomes[0][0].id).values()) == 3000
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_long_values_are_cut_to_their_columns_and_long_payloads_kept(store: Store) -> None:
+    ucs2_hex = "0041" * 8000  # 32,000 characters: beyond MariaDB's TEXT
+    rows = [
+        StagedRow(
+            1, "x" * 300, Status.REJECTED, error_code="TOOLONGCODE", error_description="d" * 999
+        ),
+        StagedRow(2, "447700900001", Status.PENDING, 5, "u", ucs2_hex, unicode=True),
+    ]
+    campaign = stage(store, rows)
+
+    first = next(store.results(campaign.id))
+    chunk = store.claim_chunk(campaign.id, size=10, client_message_id="c1", worker="w")
+
+    assert (len(first["msisdn"]), first["error_code"]) == (64, "TOOLONGC")
+    assert len(first["error_description"]) == 255
+    assert chunk is not None
+    assert (chunk.wire_text, chunk.unicode, chunk.parts) == (ucs2_hex, True, 5)
+
+
+# -- the queue -------------------------------------------------------------------------------
+
+
+def test_claim_groups_by_message_and_never_returns_a_row_twice(store: Store) -> None:
+    campaign = stage(store, numbers(250, payloads=2))
+
+    chunks: list[Chunk] = []
+    while chunk := store.claim_chunk(
+        campaign.id, size=100, client_message_id=f"c{len(chunks)}", worker="w1"
+    ):
+        chunks.append(chunk)
+
+    ids = [r.id for c in chunks for r in c.recipients]
+    assert len(ids) == len(set(ids)) == 250
+    assert [len(c.recipients) for c in chunks] == [100, 25, 100, 25]
+    for c in chunks:  # one payload per chunk, lowest ids first
+        assert {r.msisdn[-1] for r in c.recipients} <= set("13579") or {
+            r.msisdn[-1] for r in c.recipients
+        } <= set("02468")
+        assert [r.id for r in c.recipients] == sorted(r.id for r in c.recipients)
+    assert store.counts(campaign.id)[Status.SENDING] == 250
+    assert store.claim_chunk(campaign.id, size=100, client_message_id="z", worker="w1") is None
+
+
+def test_claim_stamps_the_claim_on_each_row(store: Store) -> None:
+    campaign = stage(store, numbers(3))
+
+    chunk = store.claim_chunk(campaign.id, size=2, client_message_id="cm-1", worker="host:42")
+
+    assert chunk is not None
+    rows = {r["row_no"]: r for r in store.results(campaign.id)}
+    assert [rows[n]["status"] for n in (1, 2, 3)] == ["sending", "sending", "pending"]
+    assert (rows[1]["client_message_id"], rows[1]["attempts"]) == ("cm-1", 1)
+    with store.engine.connect() as conn:
+        claimed_by = conn.execute(
+            select(recipients.c.claimed_by).where(recipients.c.id == chunk.recipients[0].id)
+        ).scalar()
+    assert claimed_by == "host:42"
+
+
+def test_concurrent_claimers_never_get_the_same_row(db_url: str) -> None:
+    with Store.open(db_url) as setup:
+        campaign = stage(setup, numbers(1200, payloads=3))
+    workers = 4
+    stores = [Store.open(db_url) for _ in range(workers)]
+    claimed: list[list[int]] = [[] for _ in range(workers)]
+    barrier = threading.Barrier(workers)
+
+    def work(n: int) -> None:
+        barrier.wait()  # everyone claims a first chunk at the same moment...
+        first = stores[n].claim_chunk(campaign.id, size=25, client_message_id=f"w{n}", worker="w")
+        assert first is not None
+        barrier.wait()  # ...then all drain the queue together
+        claimed[n] = [r.id for r in first.recipients]
+        claimed[n] += claim_all(stores[n], campaign.id, 25, f"w{n}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        every = [i for ids in claimed for i in ids]
+        assert len(every) == len(set(every)) == 1200
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_record_writes_outcomes_only_to_claimed_rows(store: Store) -> None:
+    campaign = stage(store, numbers(3))
+    chunk = store.claim_chunk(campaign.id, size=2, client_message_id="c1", worker="w")
+    assert chunk is not None
+    sent, failed = chunk.recipients
+    never_claimed = sent.id + 2
+
+    store.record(
+        [
+            Outcome(sent.id, Status.SENT, api_message_id="a" * 32),
+            Outcome(failed.id, Status.FAILED, error_code="114", error_description="Cannot route"),
+            Outcome(never_claimed, Status.SENT, api_message_id="b" * 32),
+        ]
+    )
+
+    rows = {r["row_no"]: r for r in store.results(campaign.id)}
+    assert (rows[1]["status"], rows[1]["api_message_id"]) == ("sent", "a" * 32)
+    assert (rows[2]["status"], rows[2]["error_code"]) == ("failed", "114")
+    assert rows[2]["error_description"] == "Cannot route"
+    assert (rows[3]["status"], rows[3]["api_message_id"]) == ("pending", None)
+
+
+def test_record_settles_unknown_rows_but_not_final_ones(store: Store) -> None:
+    campaign = stage(store, numbers(2))
+    chunk = store.claim_chunk(campaign.id, size=2, client_message_id="c1", worker="w")
+    assert chunk is not None
+    first, second = (r.id for r in chunk.recipients)
+    store.record([Outcome(first, Status.UNKNOWN), Outcome(second, Status.SENT, "a1")])
+
+    store.record([Outcome(first, Status.SENT, "a2"), Outcome(second, Status.FAILED, "301")])
+
+    assert (status_of(store, first), status_of(store, second)) == ("sent", "sent")
+
+
+def test_release_gives_claimed_rows_back_to_the_queue(store: Store) -> None:
+    campaign = stage(store, numbers(4))
+    chunk = store.claim_chunk(campaign.id, size=4, client_message_id="c1", worker="w")
+    assert chunk is not None
+
+    store.release([r.id for r in chunk.recipients])
+
+    rows = list(store.results(campaign.id))
+    assert {r["status"] for r in rows} == {"pending"}
+    assert {r["attempts"] for r in rows} == {0}
+    assert {r["client_message_id"] for r in rows} == {None}
+    again = store.claim_chunk(campaign.id, size=4, client_message_id="c2", worker="w")
+    assert again is not None
+    assert [r.id for r in again.recipients] == [r.id for r in chunk.recipients]
+
+
+def test_in_flight_groups_sending_rows_by_client_message_id(store: Store) -> None:
+    campaign = stage(store, numbers(5))
+    a = store.claim_chunk(campaign.id, size=2, client_message_id="cm-a", worker="w")
+    b = store.claim_chunk(campaign.id, size=2, client_message_id="cm-b", worker="w")
+    assert a is not None and b is not None
+    store.record([Outcome(b.recipients[0].id, Status.UNKNOWN)])
+
+    sending = store.in_flight(campaign.id)
+    both = store.in_flight(campaign.id, statuses=(Status.SENDING, Status.UNKNOWN))
+    old = store.in_flight(campaign.id, older_than=datetime.now(UTC) - timedelta(hours=1))
+    recent = store.in_flight(campaign.id, older_than=datetime.now(UTC) + timedelta(hours=1))
+
+    assert sending == [("cm-a", list(a.recipients)), ("cm-b", [b.recipients[1]])]
+    assert both == [("cm-a", list(a.recipients)), ("cm-b", list(b.recipients))]
+    assert old == []
+    assert recent == sending
+
+
+def test_requeue_unknown_makes_unknown_rows_pending_again(store: Store) -> None:
+    campaign = stage(store, numbers(3))
+    chunk = store.claim_chunk(campaign.id, size=3, client_message_id="c1", worker="w")
+    assert chunk is not None
+    store.record([Outcome(r.id, Status.UNKNOWN) for r in chunk.recipients[:2]])
+
+    moved = store.requeue_unknown(campaign.id)
+
+    assert moved == 2
+    counts = store.counts(campaign.id)
+    assert (counts[Status.PENDING], counts[Status.SENDING], counts[Status.UNKNOWN]) == (2, 1, 0)
+    again = store.claim_chunk(campaign.id, size=3, client_message_id="c2", worker="w")
+    assert again is not None
+    assert [r.id for r in again.recipients] == [r.id for r in chunk.recipients[:2]]
+
+
+# -- campaigns and views ---------------------------------------------------------------------
+
+
+def test_set_status_stamps_start_and_finish(store: Store) -> None:
+    campaign = stage(store, numbers(1))
+
+    store.set_status(campaign.id, "running")
+    running = store.campaign("nightly")
+    store.set_status(campaign.id, "finished")
+    finished = store.campaign("nightly")
+
+    assert running is not None and finished is not None
+    assert running.started_at is not None and running.finished_at is None
+    assert finished.status == "finished"
+    assert finished.started_at == running.started_at
+    assert finished.finished_at is not None and finished.finished_at >= running.started_at
+    with pytest.raises(ValueError):
+        store.set_status(campaign.id, "paused")
+
+
+def test_campaigns_lists_every_campaign_oldest_first(store: Store) -> None:
+    stage(store, numbers(1), name="monday")
+    stage(store, numbers(1), name="tuesday")
+
+    assert [c.name for c in store.campaigns()] == ["monday", "tuesday"]
+
+
+def test_results_view_has_exactly_the_design_columns(store: Store) -> None:
+    campaign = stage(store, [*numbers(2), rejected(3, "??")])
+
+    rows = list(store.results(campaign.id))
+    with store.engine.connect() as conn:
+        view_columns = set(conn.execute(text("SELECT * FROM results")).keys())
+
+    assert view_columns == DESIGN_RESULTS_COLUMNS | {"campaign_id"}
+    assert [r["row_no"] for r in rows] == [1, 2, 3]
+    assert rows[0]["campaign"] == "nightly"
+    assert rows[2]["msisdn"] == "??"
+    assert rows[2]["error_description"] == "not a phone number"
+    assert isinstance(rows[0]["updated_at"], datetime)
+
+
+def test_summary_view_counts_recipients_and_parts_per_status(store: Store) -> None:
+    rows = [
+        accepted(1, "447700900001", parts=2),
+        accepted(2, "447700900002", parts=2),
+        accepted(3, "447700900001", parts=2),
+        rejected(4, "bad"),
+    ]
+    campaign = stage(store, rows)
+    store.claim_chunk(campaign.id, size=1, client_message_id="c", worker="w")
+
+    with store.engine.connect() as conn:
+        summary = {
+            row.status: (row.recipients, row.parts)
+            for row in conn.execute(
+                text("SELECT campaign, status, recipients, parts FROM campaign_summary")
+            )
+        }
+
+    assert summary == {
+        "sending": (1, 2),
+        "pending": (1, 2),
+        "duplicate": (1, 2),
+        "rejected": (1, 0),
+    }
+    assert store.parts_total(campaign.id) == 4
+
+
+def test_error_counts_tally_failures_and_rejections_most_common_first(store: Store) -> None:
+    campaign = stage(store, [*numbers(3), rejected(4, "x"), rejected(5, "y")])
+    chunk = store.claim_chunk(campaign.id, size=3, client_message_id="c", worker="w")
+    assert chunk is not None
+    store.record([Outcome(chunk.recipients[0].id, Status.FAILED, None, "114", "Cannot route")])
+
+    assert store.error_counts(campaign.id) == [
+        ("NUM", "not a phone number", 2),
+        ("114", "Cannot route", 1),
+    ]
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+def test_opening_an_old_schema_without_upgrade_asks_for_db_upgrade(db_url: str) -> None:
+    with pytest.raises(StoreError, match="batch-sender db upgrade"):
+        Store.open(db_url, upgrade=False)
+
+    with Store.open(db_url) as upgraded:
+        upgraded.close()
+    with Store.open(db_url, upgrade=False) as opened:
+        assert opened.campaigns() == []
+
+
+def test_an_unreachable_database_is_a_store_error_without_the_password() -> None:
+    url = "postgresql+psycopg://batch:s3cr3t-pw@127.0.0.1:9/results?connect_timeout=2"
+
+    with pytest.raises(StoreError) as caught:
+        Store.open(url)
+
+    assert "s3cr3t-pw" not in str(caught.value)
+    assert "***" in str(caught.value)
