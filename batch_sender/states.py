@@ -33,7 +33,14 @@ class Status(enum.StrEnum):
 
 #: States that will not change again by themselves.
 FINAL = frozenset(
-    {Status.SENT, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.DUPLICATE, Status.SUPPRESSED}
+    {
+        Status.SENT,
+        Status.FAILED,
+        Status.EXPIRED,
+        Status.REJECTED,
+        Status.DUPLICATE,
+        Status.SUPPRESSED,
+    }
 )
 #: States set at staging for rows that are never sent.
 STAGED_ONLY = frozenset({Status.REJECTED, Status.DUPLICATE, Status.SUPPRESSED})

@@ -11,7 +11,15 @@ from sqlalchemy import func, select, text
 
 from batch_sender.errors import StoreError
 from batch_sender.states import Status
-from batch_sender.store import Campaign, Chunk, Outcome, StagedRow, Store
+from batch_sender.store import (
+    Campaign,
+    Chunk,
+    ChunkRecipient,
+    InFlight,
+    Outcome,
+    StagedRow,
+    Store,
+)
 from batch_sender.store.tables import messages, recipients
 
 DESIGN_RESULTS_COLUMNS = {
@@ -336,10 +344,35 @@ def test_in_flight_groups_sending_rows_by_client_message_id(store: Store) -> Non
     old = store.in_flight(campaign.id, older_than=datetime.now(UTC) - timedelta(hours=1))
     recent = store.in_flight(campaign.id, older_than=datetime.now(UTC) + timedelta(hours=1))
 
-    assert sending == [("cm-a", list(a.recipients)), ("cm-b", [b.recipients[1]])]
-    assert both == [("cm-a", list(a.recipients)), ("cm-b", list(b.recipients))]
+    def shape(groups: list[InFlight]) -> list[tuple[str, Status, list[ChunkRecipient]]]:
+        return [(g.client_message_id, g.status, list(g.recipients)) for g in groups]
+
+    assert shape(sending) == [
+        ("cm-a", Status.SENDING, list(a.recipients)),
+        ("cm-b", Status.SENDING, [b.recipients[1]]),
+    ]
+    assert shape(both) == [
+        ("cm-a", Status.SENDING, list(a.recipients)),
+        ("cm-b", Status.SENDING, [b.recipients[1]]),
+        ("cm-b", Status.UNKNOWN, [b.recipients[0]]),
+    ]
+    assert {g.claimed_by for g in both} == {"w"}
+    assert all(g.claimed_at is not None for g in both)
     assert old == []
     assert recent == sending
+
+
+def test_release_from_unknown_requeues_rows_the_gateway_never_saw(store: Store) -> None:
+    campaign = stage(store, numbers(2))
+    chunk = store.claim_chunk(campaign.id, size=2, client_message_id="c1", worker="w")
+    assert chunk is not None
+    store.record([Outcome(r.id, Status.UNKNOWN) for r in chunk.recipients])
+    ids = [r.id for r in chunk.recipients]
+
+    store.release(ids)  # only sending rows by default: unknown ones stay
+    assert store.counts(campaign.id)[Status.UNKNOWN] == 2
+    store.release(ids, from_statuses=(Status.UNKNOWN,))
+    assert store.counts(campaign.id)[Status.PENDING] == 2
 
 
 def test_requeue_unknown_makes_unknown_rows_pending_again(store: Store) -> None:

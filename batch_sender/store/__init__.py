@@ -7,7 +7,14 @@ drives Alembic, ``records`` holds the values passed in and out.
 from __future__ import annotations
 
 from batch_sender.store.queries import Store
-from batch_sender.store.records import Campaign, Chunk, ChunkRecipient, Outcome, StagedRow
+from batch_sender.store.records import (
+    Campaign,
+    Chunk,
+    ChunkRecipient,
+    InFlight,
+    Outcome,
+    StagedRow,
+)
 from batch_sender.store.tables import CAMPAIGN_STATUSES
 
 __all__ = [
@@ -15,6 +22,7 @@ __all__ = [
     "Campaign",
     "Chunk",
     "ChunkRecipient",
+    "InFlight",
     "Outcome",
     "StagedRow",
     "Store",

@@ -38,7 +38,14 @@ from batch_sender.errors import StoreError
 from batch_sender.states import STAGED_ONLY, Status
 from batch_sender.store import engine as engines
 from batch_sender.store import migrate
-from batch_sender.store.records import Campaign, Chunk, ChunkRecipient, Outcome, StagedRow
+from batch_sender.store.records import (
+    Campaign,
+    Chunk,
+    ChunkRecipient,
+    InFlight,
+    Outcome,
+    StagedRow,
+)
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
     CAMPAIGN_STATUSES,
@@ -439,27 +446,36 @@ class Store:
             else:
                 conn.execute(stmt, params)
 
-    def release(self, recipient_ids: Sequence[int]) -> None:
-        """Give claimed rows that were never sent back to the queue (``sending → pending``)."""
+    def release(
+        self, recipient_ids: Sequence[int], *, from_statuses: Sequence[Status] = (Status.SENDING,)
+    ) -> None:
+        """Give rows that were never accepted back to the queue (``sending → pending``).
+
+        ``from_statuses`` widens it to ``unknown`` rows the gateway said it never saw.
+        """
         if not recipient_ids:
             return
         with (
             engines.store_errors("releasing recipients", self._url),
             engines.begin_write(self._engine) as conn,
         ):
-            conn.execute(
-                update(recipients)
-                .where(_r.id.in_(list(recipient_ids)), _r.status == Status.SENDING.value)
-                .values(
-                    status=Status.PENDING.value,
-                    client_message_id=None,
-                    claimed_by=None,
-                    claimed_at=None,
-                    # the claim counted an attempt that never left
-                    attempts=case((_r.attempts > 0, _r.attempts - 1), else_=0),
-                    updated_at=_now(),
+            for start in range(0, len(recipient_ids), _ID_BATCH):
+                conn.execute(
+                    update(recipients)
+                    .where(
+                        _r.id.in_(list(recipient_ids[start : start + _ID_BATCH])),
+                        _r.status.in_([s.value for s in from_statuses]),
+                    )
+                    .values(
+                        status=Status.PENDING.value,
+                        client_message_id=None,
+                        claimed_by=None,
+                        claimed_at=None,
+                        # the claim counted an attempt that never left
+                        attempts=case((_r.attempts > 0, _r.attempts - 1), else_=0),
+                        updated_at=_now(),
+                    )
                 )
-            )
 
     def in_flight(
         self,
@@ -467,21 +483,34 @@ class Store:
         *,
         statuses: Sequence[Status] = (Status.SENDING,),
         older_than: datetime | None = None,
-    ) -> list[tuple[str, list[ChunkRecipient]]]:
-        """Rows in ``statuses`` (claimed before ``older_than``), grouped by client message ID."""
+    ) -> list[InFlight]:
+        """Rows in ``statuses`` (claimed before ``older_than``), one group per request."""
         stmt = (
-            select(_r.id, _r.msisdn, _r.client_message_id)
+            select(
+                _r.id, _r.msisdn, _r.client_message_id, _r.status, _r.claimed_by, _r.claimed_at
+            )
             .where(_r.campaign_id == campaign_id, _r.status.in_([s.value for s in statuses]))
-            .order_by(_r.client_message_id, _r.id)
+            .order_by(_r.client_message_id, _r.status, _r.id)
         )
         if older_than is not None:
             stmt = stmt.where(_r.claimed_at < literal(older_than, UTCDateTime()))
         with engines.store_errors("reading in-flight rows", self._url), self._engine.connect() as c:
             rows = c.execute(stmt).all()
-        return [
-            (key or "", [ChunkRecipient(row.id, row.msisdn) for row in group])
-            for key, group in itertools.groupby(rows, key=lambda row: row.client_message_id)
-        ]
+        groups = []
+        for (key, status), group in itertools.groupby(
+            rows, key=lambda row: (row.client_message_id, row.status)
+        ):
+            members = list(group)
+            groups.append(
+                InFlight(
+                    client_message_id=key or "",
+                    status=Status(status),
+                    claimed_by=members[0].claimed_by,
+                    claimed_at=members[0].claimed_at,
+                    recipients=tuple(ChunkRecipient(row.id, row.msisdn) for row in members),
+                )
+            )
+        return groups
 
     def requeue_unknown(self, campaign_id: int) -> int:
         """Put ``unknown`` rows back to ``pending`` (``--resend-unknown``); how many moved."""

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from batch_sender.states import Status
 
-__all__ = ["Campaign", "Chunk", "ChunkRecipient", "Outcome", "StagedRow"]
+__all__ = ["Campaign", "Chunk", "ChunkRecipient", "InFlight", "Outcome", "StagedRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +71,14 @@ class Outcome:
     api_message_id: str | None = None
     error_code: str | None = None
     error_description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """The rows of one request whose answer was never recorded, and who claimed them when."""
+
+    client_message_id: str
+    status: Status  # sending (answer not read yet) or unknown (answer lost)
+    claimed_by: str | None
+    claimed_at: datetime | None
+    recipients: tuple[ChunkRecipient, ...]

@@ -1,0 +1,88 @@
+"""Settings for a run, built once by the CLI (options and environment) and passed down frozen.
+
+Only the CLI reads the environment; library code receives these objects. Tunables are named
+constants with their units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DB_URL",
+    "DEFAULT_GATEWAY_URL",
+    "DEFAULT_MAX_WAIT",
+    "MAX_CHUNK_SIZE",
+    "GatewaySettings",
+    "MessageOptions",
+    "RunSettings",
+]
+
+DEFAULT_DB_URL = "sqlite:///batch_sender.db"
+DEFAULT_GATEWAY_URL = "https://api.clickatell.com/soap/document_literal/webservice"
+DEFAULT_CHUNK_SIZE = 100  # recipients per sendmsg request
+MAX_CHUNK_SIZE = 300  # the SOAP API's limit of <to> elements per request
+DEFAULT_CONCURRENCY = 4  # requests in flight
+DEFAULT_MAX_WAIT = 3600.0  # seconds: the longest ERR 130 pause before the run stops instead
+DEFAULT_MAX_ATTEMPTS = 6  # tries of one request on retryable errors
+DEFAULT_MAX_PARTS = 35  # the gateway's ceiling on message parts (concat)
+
+#: sendmsg elements that --param may set (the rest have options of their own).
+PARAM_NAMES = frozenset(
+    {
+        "deliv_ack",
+        "deliv_time",
+        "validity",
+        "max_credits",
+        "req_feat",
+        "escalate",
+        "mo",
+        "queue",
+        "concat",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOptions:
+    """What every message of a campaign shares, besides its text."""
+
+    sender: str | None = None  # <from>
+    flash: bool = False  # msg_type SMS_FLASH
+    unicode: bool | None = None  # None: decide per text; True/False: force
+    udh: str | None = None  # hex user data header (binary messages)
+    binary: bool = False  # the text is a hex payload
+    callback: int | None = None  # msg_callback level 0-7
+    params: tuple[tuple[str, str], ...] = ()  # other sendmsg elements, validated names
+    max_parts: int = DEFAULT_MAX_PARTS  # longer texts are rejected at staging
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Where and as whom to send."""
+
+    url: str = DEFAULT_GATEWAY_URL
+    api_id: str = ""
+    user: str = ""
+    password: str = field(default="", repr=False)
+    connect_timeout: float = 10.0  # seconds
+    read_timeout: float = 60.0  # seconds; past it the outcome of a request is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """One `batch-sender run`."""
+
+    name: str
+    text: str | None = None  # template with {column} placeholders; None: the `text` column
+    country: str | None = None  # default region for national-format numbers
+    strict_numbers: bool = False
+    message: MessageOptions = MessageOptions()
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate: float | None = None  # message parts per second, account-wide; None: unlimited
+    max_wait: float = DEFAULT_MAX_WAIT
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    resend_unknown: bool = False

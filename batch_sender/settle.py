@@ -1,0 +1,114 @@
+"""Settle recipients whose request's answer was never read, by asking the gateway (``querymsg``).
+
+Rows stay ``sending`` when a process dies between claiming them and recording the answer, and
+become ``unknown`` when the answer was lost. Every request carries a unique ``climsgid``, so the
+gateway can tell: ERR 104 (unknown client message ID) means it never accepted the request, and
+the rows go back to ``pending`` to be sent; an answer means it did, and the rows are ``sent``
+(with their API message ID when the request had one number; a multi-number request's IDs are
+not recoverable from ``querymsg`` and stay empty). Anything else leaves them ``unknown``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from batch_sender.errors import GatewayError, RequestRejected, RunStopped
+from batch_sender.gateway import GatewayClient
+from batch_sender.states import Status
+from batch_sender.store import Outcome, Store
+
+__all__ = ["SettleStats", "is_orphan", "settle"]
+
+log = logging.getLogger(__name__)
+
+NEVER_ACCEPTED = "104"  # querymsg: unknown client message ID
+
+
+@dataclass(slots=True)
+class SettleStats:
+    requests: int = 0  # climsgids asked about
+    sent: int = 0  # rows the gateway had accepted
+    requeued: int = 0  # rows it never saw: back to pending
+    unknown: int = 0  # rows still unknown
+
+
+def is_orphan(claimed_by: str | None, claimed_at: datetime | None, *, lease: float) -> bool:
+    """Whether a `sending` row's claimer is gone: a dead process on this host, or a lapsed lease."""
+    host, _, rest = (claimed_by or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname()[:30] and pid.isdigit():
+        return not _alive(int(pid))
+    if claimed_at is None:
+        return True
+    if claimed_at.tzinfo is None:
+        claimed_at = claimed_at.replace(tzinfo=UTC)
+    return datetime.now(UTC) - claimed_at > timedelta(seconds=lease)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def settle(
+    store: Store,
+    client: GatewayClient,
+    campaign_id: int,
+    *,
+    statuses: tuple[Status, ...] = (Status.SENDING,),
+    lease: float = 300.0,
+) -> SettleStats:
+    """Ask the gateway about every orphaned request of the campaign and record what it says."""
+    stats = SettleStats()
+    for group in store.in_flight(campaign_id, statuses=statuses):
+        if group.status is Status.SENDING and not is_orphan(
+            group.claimed_by, group.claimed_at, lease=lease
+        ):
+            continue  # a live worker still owns it
+        stats.requests += 1
+        ids = [r.id for r in group.recipients]
+        try:
+            found = client.querymsg(climsgid=group.client_message_id)
+        except RequestRejected as exc:
+            if exc.code == NEVER_ACCEPTED:
+                store.release(ids, from_statuses=statuses)
+                stats.requeued += len(ids)
+                continue
+            store.record(_unknown(ids, str(exc)))
+            stats.unknown += len(ids)
+            continue
+        except RunStopped:
+            raise
+        except GatewayError as exc:
+            log.warning("could not settle request %s: %s", group.client_message_id, exc)
+            if group.status is Status.SENDING:
+                store.record(_unknown(ids, f"could not settle: {exc}"))
+            stats.unknown += len(ids)
+            continue
+        api_id = found.api_message_id if len(ids) == 1 else None
+        store.record([Outcome(rid, Status.SENT, api_message_id=api_id) for rid in ids])
+        stats.sent += len(ids)
+    if stats.requests:
+        log.info(
+            "settled %d earlier requests: %d sent, %d back to pending, %d unknown",
+            stats.requests,
+            stats.sent,
+            stats.requeued,
+            stats.unknown,
+        )
+    return stats
+
+
+def _unknown(ids: list[int], why: str) -> list[Outcome]:
+    return [Outcome(rid, Status.UNKNOWN, error_description=why[:255]) for rid in ids]

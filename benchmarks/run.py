@@ -1,0 +1,687 @@
+"""One command that measures batch-sender against its targets and against three baselines.
+
+It generates its own data, starts the simulator in a subprocess, runs ``batch-sender run`` (and each
+baseline) as a subprocess so that its CPU time and peak RSS are its own (``os.wait4``), then
+writes ``benchmarks/out/results.json`` and ``results.md`` and prints a table with PASS/MISS per
+target. Figures swing by about ±20% between runs on a small machine: compare the ratios measured
+within one run.
+
+Usage::
+
+    python benchmarks/run.py                        # 1,000,000 rows, every scenario (~10 minutes)
+    python benchmarks/run.py --rows 100000          # a shorter full run
+    python benchmarks/run.py --quick                # smoke run, under a minute
+    python benchmarks/run.py --scenarios e2e_same,reference,zeep
+    python benchmarks/run.py --scenarios profile    # pyinstrument on a 200k-row run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+import gen_campaign  # noqa: E402  (benchmarks/gen_campaign.py, the data generator)
+
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STARTUP_TIMEOUT = 15.0  # seconds for the simulator to listen
+CREDENTIALS = {
+    "CLICKATELL_API_ID": "123456",
+    "CLICKATELL_USER": "MyUserName",
+    "CLICKATELL_PASSWORD": "MyPassword",
+}
+SAME_TEXT = "Your parcel is ready for collection. Reply STOP to opt out."
+TEMPLATE = "Hi {name}, your parcel is ready for collection in {city}. Reply STOP to opt out."
+FIELDS = ("name", "city")
+INVALID_SHARE = 0.01  # unusable numbers in the generated data
+CHUNK = 100  # recipients per request
+CONCURRENCY = 8  # requests in flight
+LATENCY_MS = 50.0  # simulator latency in the latency-bound scenario
+RATE = 500.0  # messages per second in the rate scenario
+RAMP = 2.0  # seconds excluded at the start of a recorded run (ramp, first burst)
+SMALL_ROWS = 100_000  # the smaller run of the RSS-flat comparison
+PROFILE_ROWS = 200_000
+
+SCENARIOS = (
+    "e2e_same",
+    "e2e_small",
+    "e2e_personal",
+    "latency",
+    "rate",
+    "naive",
+    "naive_raw",
+    "zeep",
+    "reference",
+    "staging",
+    "dry_run",
+)
+EXTRA_SCENARIOS = ("profile",)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many rows (or seconds) each scenario uses."""
+
+    rows: int
+    small: int
+    latency: int
+    rate_seconds: float
+    naive: int
+    naive_raw: int
+    zeep: int
+
+    @classmethod
+    def for_run(cls, rows: int, quick: bool) -> Sizes:
+        """Full sizes, or the smoke-run sizes of ``--quick``."""
+        if quick:
+            return cls(rows, max(rows // 10, 1000), 40_000, 6.0, 50, 300, rows)
+        bound = CONCURRENCY * CHUNK / (LATENCY_MS / 1000)
+        return cls(
+            rows,
+            SMALL_ROWS if rows > SMALL_ROWS else max(rows // 10, 1000),
+            int(bound * 10),  # about ten seconds at the bound
+            30.0,
+            500,
+            2000,
+            min(rows, 200_000),
+        )
+
+
+@dataclass
+class Measured:
+    """A finished subprocess: its exit code, stdout and its own resource use."""
+
+    exit_code: int
+    stdout: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+
+
+def measure(args: Sequence[str], *, env: dict[str, str], log: Path) -> Measured:
+    """Run ``args`` to its end; wall time, CPU seconds and peak RSS of that process alone."""
+    with log.open("ab") as err:
+        err.write(f"\n$ {' '.join(args)}\n".encode())
+        err.flush()
+        start = time.perf_counter()
+        process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
+        assert process.stdout is not None
+        out = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        process.stdout.close()
+    return Measured(
+        exit_code=process.returncode,
+        stdout=out.decode(),
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+    )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Simulator:
+    """A running ``python -m batch_sender.simulator`` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def cpu_s(self) -> float:
+        """CPU seconds the simulator has used so far (from /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@contextlib.contextmanager
+def simulator(*options: str, log: Path) -> Iterator[Simulator]:
+    """Start the simulator on a free port with ``options``; stop it (SIGTERM) afterwards."""
+    port = free_port()
+    args = [PYTHON, "-m", "batch_sender.simulator", "--port", str(port), "--no-keep-messages"]
+    with log.open("ab") as err:
+        process = subprocess.Popen(
+            [*args, *options], env=base_env(), stdout=err, stderr=err, cwd=REPO
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"the simulator did not start; see {log}") from None
+                time.sleep(0.05)
+        yield Simulator(process, f"http://127.0.0.1:{port}/soap/document_literal/webservice")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def base_env() -> dict[str, str]:
+    """The environment of every subprocess: the repository on the path, the example credentials."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **CREDENTIALS}
+
+
+def campaign_csv(data: Path, rows: int) -> Path:
+    """The generated campaign of ``rows`` rows (``to``, ``name``, ``city``; 1% unusable numbers)."""
+    path = data / f"campaign-{rows}.csv"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            gen_campaign.write(out, rows, fields=FIELDS, invalid=INVALID_SHARE, seed=1)
+        partial.rename(path)
+    return path
+
+
+@dataclass
+class Harness:
+    """Everything a scenario needs: sizes, directories and the results gathered so far."""
+
+    sizes: Sizes
+    out: Path
+    data: Path
+    log: Path
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fresh_db(self, name: str) -> Path:
+        """An empty SQLite file path for one run."""
+        path = self.data / f"{name}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return path
+
+    def batch_sender(
+        self, name: str, csv: Path, url: str, *extra: str, text: str = SAME_TEXT
+    ) -> tuple[Measured, dict[str, Any]]:
+        """``batch-sender run`` as a subprocess, against a fresh SQLite database."""
+        env = {
+            **base_env(),
+            "BATCH_SENDER_DB": f"sqlite:///{self.fresh_db(name)}",
+            "BATCH_SENDER_GATEWAY_URL": url,
+        }
+        args = [PYTHON, "-m", "batch_sender.cli", "run", str(csv), "--text", text, "--name", name]
+        args += ["--chunk-size", str(CHUNK), "--concurrency", str(CONCURRENCY), "--json", *extra]
+        measured = measure(args, env=env, log=self.log)
+        if measured.exit_code not in (0, 1):
+            raise SystemExit(f"batch-sender run {name} exited {measured.exit_code}; see {self.log}")
+        return measured, json.loads(measured.stdout.strip().splitlines()[-1])
+
+    def baseline(self, kind: str, *args: str) -> tuple[Measured, dict[str, Any]]:
+        """One baseline of ``baselines.py`` as a subprocess."""
+        measured = measure(
+            [PYTHON, str(BENCH / "baselines.py"), kind, *args], env=base_env(), log=self.log
+        )
+        if measured.exit_code != 0:
+            raise SystemExit(f"baseline {kind} exited {measured.exit_code}; see {self.log}")
+        return measured, json.loads(measured.stdout)
+
+
+def figures(
+    m: Measured, *, rows: int, recipients: int, requests: int, seconds: float | None = None
+) -> dict[str, Any]:
+    """The common figures of a scenario; rates over ``seconds`` (default: the process's wall)."""
+    wall = seconds if seconds is not None else m.wall_s
+    return {
+        "rows": rows,
+        "recipients": recipients,
+        "requests": requests,
+        "wall_s": round(m.wall_s, 3),
+        "recipients_s": round(recipients / wall, 1) if wall else None,
+        "requests_s": round(requests / wall, 1) if wall else None,
+        "cpu_s": round(m.cpu_s, 2),
+        "peak_rss_mb": round(m.peak_rss_mb, 1),
+        "exit_code": m.exit_code,
+    }
+
+
+def _e2e(h: Harness, name: str, rows: int, text: str) -> dict[str, Any]:
+    csv = campaign_csv(h.data, rows)
+    with simulator(log=h.log) as sim:
+        cpu0 = sim.cpu_s()
+        m, summary = h.batch_sender(name, csv, sim.url, text=text)
+        sim_cpu = sim.cpu_s() - cpu0
+    sent = summary["counts"]["sent"]
+    result = figures(m, rows=rows, recipients=sent, requests=summary["requests"])
+    result["rows_s"] = round(rows / m.wall_s, 1)
+    result["simulator_cpu_s"] = round(sim_cpu, 2)
+    result["counts"] = summary["counts"]
+    return result
+
+
+def scenario_e2e_same(h: Harness) -> dict[str, Any]:
+    """N rows CSV → SQLite → simulator without latency, one text for everybody."""
+    return _e2e(h, "e2e_same", h.sizes.rows, SAME_TEXT)
+
+
+def scenario_e2e_small(h: Harness) -> dict[str, Any]:
+    """The same as e2e_same on the smaller file, for the RSS-flat comparison."""
+    return _e2e(h, "e2e_small", h.sizes.small, SAME_TEXT)
+
+
+def scenario_e2e_personal(h: Harness) -> dict[str, Any]:
+    """N rows, a personalised text (``{name}``, ``{city}``): many distinct payloads."""
+    return _e2e(h, "e2e_personal", h.sizes.rows, TEMPLATE)
+
+
+def recorded_times(record: Path) -> list[tuple[float, int]]:
+    """(time, messages) per accepted request, from the simulator's ``--record`` file."""
+    per_time: dict[float, int] = {}
+    with record.open(encoding="utf-8") as f:
+        for line in f:
+            t = json.loads(line)["time"]
+            per_time[t] = per_time.get(t, 0) + 1
+    return sorted(per_time.items())
+
+
+def steady_rate(requests: list[tuple[float, int]], ramp: float = RAMP) -> dict[str, Any]:
+    """Messages per second between the first request after the ramp and the last request.
+
+    The messages of the last request are left out: the window ends when it starts.
+    """
+    if not requests:
+        return {"rate": 0.0, "window_s": 0.0, "per_second": []}
+    t0 = requests[0][0]
+    steady = [(t, n) for t, n in requests if t >= t0 + ramp] or requests
+    window = steady[-1][0] - steady[0][0]
+    messages = sum(n for _, n in steady[:-1])
+    per_second: dict[int, int] = {}
+    for t, n in requests:
+        per_second[int(t - t0)] = per_second.get(int(t - t0), 0) + n
+    return {
+        "rate": round(messages / window, 1) if window > 0 else 0.0,
+        "window_s": round(window, 2),
+        "per_second": [per_second.get(s, 0) for s in range(max(per_second) + 1)],
+    }
+
+
+def scenario_latency(h: Harness) -> dict[str, Any]:
+    """Simulator at 50 ms per request: recipients/s against concurrency × chunk / latency."""
+    rows = h.sizes.latency
+    csv = campaign_csv(h.data, rows)
+    record = h.data / "latency.jsonl"
+    record.unlink(missing_ok=True)
+    with simulator("--latency-ms", str(LATENCY_MS), "--record", str(record), log=h.log) as sim:
+        m, summary = h.batch_sender("latency", csv, sim.url)
+    bound = CONCURRENCY * CHUNK / (LATENCY_MS / 1000)
+    steady = steady_rate(recorded_times(record))
+    result = figures(
+        m,
+        rows=rows,
+        recipients=summary["counts"]["sent"],
+        requests=summary["requests"],
+        seconds=None,
+    )
+    result.update(
+        bound_recipients_s=bound,
+        steady_recipients_s=steady["rate"],
+        steady_window_s=steady["window_s"],
+        ratio=round(steady["rate"] / bound, 3),
+        per_second=steady["per_second"],
+    )
+    return result
+
+
+def scenario_rate(h: Harness) -> dict[str, Any]:
+    """``--rate 500`` for the configured seconds: achieved rate from the simulator's record."""
+    rows = round(RATE * h.sizes.rate_seconds / (1 - INVALID_SHARE))
+    csv = campaign_csv(h.data, rows)
+    record = h.data / "rate.jsonl"
+    record.unlink(missing_ok=True)
+    with simulator("--record", str(record), log=h.log) as sim:
+        m, summary = h.batch_sender("rate", csv, sim.url, "--rate", f"{RATE:g}")
+    steady = steady_rate(recorded_times(record))
+    result = figures(
+        m, rows=rows, recipients=summary["counts"]["sent"], requests=summary["requests"]
+    )
+    result.update(
+        target_rate=RATE,
+        achieved_rate=steady["rate"],
+        error=round(abs(steady["rate"] - RATE) / RATE, 4),
+        steady_window_s=steady["window_s"],
+        per_second=steady["per_second"],
+    )
+    return result
+
+
+def _naive(h: Harness, kind: str, rows: int) -> dict[str, Any]:
+    csv = campaign_csv(h.data, h.sizes.rows)
+    with simulator(log=h.log) as sim:
+        m, out = h.baseline(kind, "--csv", str(csv), "--url", sim.url, "--limit", str(rows))
+    result = figures(m, rows=rows, recipients=out["recipients"], requests=out["requests"])
+    result["loop_recipients_s"] = round(out["recipients"] / out["seconds"], 1)
+    result["extrapolated_s_for_rows"] = round(h.sizes.rows / result["loop_recipients_s"], 1)
+    return result
+
+
+def scenario_naive(h: Harness) -> dict[str, Any]:
+    """Baseline (a): one ``httpx.post`` per recipient, a new connection (and client) each time."""
+    return _naive(h, "naive", h.sizes.naive)
+
+
+def scenario_naive_raw(h: Harness) -> dict[str, Any]:
+    """Baseline (a'): the same loop over ``http.client``, a new connection without httpx's setup."""
+    return _naive(h, "naive_raw", h.sizes.naive_raw)
+
+
+def scenario_zeep(h: Harness) -> dict[str, Any]:
+    """Baseline (b): zeep from the simulator's ?wsdl, chunks of 100, eight threads."""
+    rows = h.sizes.zeep
+    csv = campaign_csv(h.data, rows)
+    with simulator(log=h.log) as sim:
+        cpu0 = sim.cpu_s()
+        m, out = h.baseline("zeep", "--csv", str(csv), "--url", sim.url)
+        sim_cpu = sim.cpu_s() - cpu0
+    result = figures(m, rows=rows, recipients=out["accepted"], requests=out["requests"])
+    result["simulator_cpu_s"] = round(sim_cpu, 2)
+    return result
+
+
+def scenario_reference(h: Harness) -> dict[str, Any]:
+    """Baseline (c): the bare CSV → SQLite → 8 keep-alive connections → SQLite pipeline."""
+    rows = h.sizes.rows
+    csv = campaign_csv(h.data, rows)
+    db = h.fresh_db("reference")
+    with simulator(log=h.log) as sim:
+        cpu0 = sim.cpu_s()
+        m, out = h.baseline("reference", "--csv", str(csv), "--url", sim.url, "--db", str(db))
+        sim_cpu = sim.cpu_s() - cpu0
+    result = figures(m, rows=rows, recipients=out["accepted"], requests=out["requests"])
+    result["rows_s"] = round(rows / m.wall_s, 1)
+    result["simulator_cpu_s"] = round(sim_cpu, 2)
+    return result
+
+
+def scenario_staging(h: Harness) -> dict[str, Any]:
+    """Staging alone: ``campaign.stage()`` called in a subprocess of its own, timed around it."""
+    rows = h.sizes.rows
+    csv = campaign_csv(h.data, rows)
+    db = h.fresh_db("staging")
+    args = [PYTHON, str(BENCH / "run.py"), "--child-stage", str(csv), f"sqlite:///{db}"]
+    m = measure(args, env=base_env(), log=h.log)
+    if m.exit_code != 0:
+        raise SystemExit(f"staging child exited {m.exit_code}; see {h.log}")
+    out = json.loads(m.stdout)
+    result = figures(m, rows=rows, recipients=out["rows"], requests=0, seconds=out["seconds"])
+    result["stage_s"] = round(out["seconds"], 3)
+    result["rows_s"] = result.pop("recipients_s")
+    return result
+
+
+def scenario_dry_run(h: Harness) -> dict[str, Any]:
+    """``batch-sender run --dry-run --json`` over N rows: read, normalise, render, count parts."""
+    rows = h.sizes.rows
+    csv = campaign_csv(h.data, rows)
+    args = [PYTHON, "-m", "batch_sender.cli", "run", str(csv), "--text", SAME_TEXT]
+    args += ["--name", "dry", "--dry-run", "--json"]
+    env = {**base_env(), "BATCH_SENDER_DB": f"sqlite:///{h.fresh_db('dry')}"}
+    m = measure(args, env=env, log=h.log)
+    out = json.loads(m.stdout)
+    result = figures(m, rows=rows, recipients=out["recipients"], requests=0)
+    result["rows_s"] = round(rows / m.wall_s, 1)
+    result["report"] = out
+    return result
+
+
+def scenario_profile(h: Harness) -> dict[str, Any]:
+    """pyinstrument over ``batch-sender run`` on 200k rows; the text profile in out/profile.txt."""
+    rows = min(PROFILE_ROWS, h.sizes.rows)
+    csv = campaign_csv(h.data, rows)
+    profile = h.out / "profile.txt"
+    with simulator(log=h.log) as sim:
+        env = {
+            **base_env(),
+            "BATCH_SENDER_DB": f"sqlite:///{h.fresh_db('profile')}",
+            "BATCH_SENDER_GATEWAY_URL": sim.url,
+        }
+        args = [PYTHON, "-m", "pyinstrument", "-r", "text", "-o", str(profile)]
+        args += ["-m", "batch_sender.cli", "run", str(csv), "--text", SAME_TEXT]
+        args += ["--name", "profile", "--chunk-size", str(CHUNK)]
+        args += ["--concurrency", str(CONCURRENCY), "--json"]
+        m = measure(args, env=env, log=h.log)
+    return {"rows": rows, "wall_s": round(m.wall_s, 3), "profile": str(profile)}
+
+
+RUNNERS: dict[str, Callable[[Harness], dict[str, Any]]] = {
+    name: globals()[f"scenario_{name}"] for name in (*SCENARIOS, *EXTRA_SCENARIOS)
+}
+
+
+def _rate(results: dict[str, dict[str, Any]], name: str, key: str = "recipients_s") -> float | None:
+    value = results.get(name, {}).get(key)
+    return float(value) if value is not None else None
+
+
+def targets(results: dict[str, dict[str, Any]], rows: int) -> list[dict[str, Any]]:
+    """Each target of issue 6 with its measured value and PASS, MISS or n/a."""
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, value: float | None, ok: Callable[[float], bool], note: str = "") -> None:
+        verdict = "n/a" if value is None else ("PASS" if ok(value) else "MISS")
+        shown = None if value is None else round(value, 3)
+        checks.append({"target": name, "value": shown, "verdict": verdict, "note": note})
+
+    same = results.get("e2e_same", {})
+    wall = same.get("wall_s") if rows >= 1_000_000 else None
+    check("end to end 1M same text, wall s < 40", wall, lambda v: v < 40, f"rows={rows}")
+    rss = [results[n]["peak_rss_mb"] for n in ("e2e_same", "e2e_personal") if n in results]
+    check("sender peak RSS MB < 200", max(rss) if rss else None, lambda v: v < 200)
+    small = results.get("e2e_small", {}).get("peak_rss_mb")
+    big = same.get("peak_rss_mb")
+    growth = big / small - 1 if small and big else None
+    check(
+        "RSS flat: e2e_same vs e2e_small within 20%",
+        growth,
+        lambda v: abs(v) <= 0.2,
+        f"{results.get('e2e_small', {}).get('rows')} vs {rows} rows",
+    )
+    ours = _rate(results, "e2e_same")
+
+    def ratio(name: str) -> float | None:
+        theirs = _rate(results, name)
+        return ours / theirs if ours and theirs else None
+
+    check("batch-sender / reference (c) >= 0.5", ratio("reference"), lambda v: v >= 0.5)
+    check(
+        "latency-bound ratio >= 0.9",
+        results.get("latency", {}).get("ratio"),
+        lambda v: v >= 0.9,
+    )
+    check("rate error <= 2%", results.get("rate", {}).get("error"), lambda v: v <= 0.02)
+    check("batch-sender / naive loop (a) >= 100", ratio("naive"), lambda v: v >= 100)
+    check(
+        "batch-sender / naive over http.client (a') >= 100",
+        ratio("naive_raw"),
+        lambda v: v >= 100,
+        "informative",
+    )
+    check("batch-sender / zeep (b) > 1", ratio("zeep"), lambda v: v > 1)
+    return checks
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def git_describe() -> str | None:
+    """The commit measured, with "+dirty" when the working tree has changes (None without git)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+COLUMNS = (
+    ("scenario", "{}"),
+    ("rows", "{:,}"),
+    ("recipients", "{:,}"),
+    ("wall_s", "{:.2f}"),
+    ("recipients_s", "{:,.0f}"),
+    ("requests_s", "{:,.0f}"),
+    ("cpu_s", "{:.2f}"),
+    ("peak_rss_mb", "{:.0f}"),
+    ("simulator_cpu_s", "{:.2f}"),
+)
+
+
+def table(results: dict[str, dict[str, Any]], checks: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table, then the targets."""
+    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |"]
+    lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
+    for scenario, r in results.items():
+        row = {"scenario": scenario, **r}
+        if "recipients_s" not in row and "rows_s" in row:
+            row["recipients_s"] = row["rows_s"]
+        cells = [
+            fmt.format(row[name]) if row.get(name) is not None else "" for name, fmt in COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| target | value | verdict |", "|---|---|---|"]
+    for c in checks:
+        value = "" if c["value"] is None else f"{c['value']:g}"
+        note = f" ({c['note']})" if c["note"] else ""
+        lines.append(f"| {c['target']}{note} | {value} | {c['verdict']} |")
+    return "\n".join(lines)
+
+
+def child_stage(csv: str, db_url: str) -> int:
+    """In a process of its own: stage the campaign with the library, print seconds and rows."""
+    from batch_sender import campaign, sources
+    from batch_sender.config import RunSettings
+    from batch_sender.store import Store
+
+    with Store.open(db_url) as store:
+        source = sources.open_csv(csv)
+        settings = RunSettings(name="staging", text=SAME_TEXT, chunk_size=CHUNK)
+        start = time.perf_counter()
+        staged, _ = campaign.stage(store, source, settings)
+        seconds = time.perf_counter() - start
+        source.close()
+        rows = sum(store.counts(staged.id).values())
+    print(json.dumps({"seconds": seconds, "rows": rows}))
+    return 0
+
+
+def prepare(h: Harness, chosen: Sequence[str]) -> None:
+    """Generate every data file and warm the bytecode caches before anything is timed."""
+    s = h.sizes
+    needed = {
+        "e2e_small": [s.small],
+        "latency": [s.latency],
+        "rate": [round(RATE * s.rate_seconds / (1 - INVALID_SHARE))],
+        "zeep": [s.zeep],
+        "profile": [min(PROFILE_ROWS, s.rows)],
+    }
+    for rows in sorted({n for name in chosen for n in needed.get(name, [s.rows])}):
+        print(f"{time.strftime('%H:%M:%S')} generating {rows:,} rows", file=sys.stderr, flush=True)
+        campaign_csv(h.data, rows)
+    warm = "import batch_sender.cli, batch_sender.simulator.__main__, zeep, httpx"
+    subprocess.run([PYTHON, "-c", warm], env=base_env(), check=True, cwd=REPO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the chosen scenarios, write results.json and results.md, print both."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, help="rows of the main campaign (default 1,000,000)")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, from: {', '.join((*SCENARIOS, *EXTRA_SCENARIOS))}",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run (< 1 min)")
+    parser.add_argument("--out", type=Path, default=BENCH / "out", help="results directory")
+    parser.add_argument("--child-stage", nargs=2, metavar=("CSV", "DB_URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_stage:
+        return child_stage(*args.child_stage)
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(RUNNERS))
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+    rows = args.rows or (20_000 if args.quick else 1_000_000)
+    sizes = Sizes.for_run(rows, args.quick)
+    out: Path = args.out
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    log = out / "run.log"
+    log.unlink(missing_ok=True)
+    h = Harness(sizes=sizes, out=out, data=data, log=log)
+    prepare(h, chosen)
+    started = time.time()
+    for name in chosen:
+        print(f"{time.strftime('%H:%M:%S')} {name} ...", file=sys.stderr, flush=True)
+        h.results[name] = RUNNERS[name](h)
+        print(f"    {json.dumps(h.results[name])[:300]}", file=sys.stderr, flush=True)
+    checks = targets(h.results, rows)
+    document = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine(),
+        "code": git_describe(),
+        "options": {"rows": rows, "quick": args.quick, "scenarios": chosen},
+        "sizes": sizes.__dict__,
+        "settings": {"chunk": CHUNK, "concurrency": CONCURRENCY, "latency_ms": LATENCY_MS},
+        "results": h.results,
+        "targets": checks,
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    text = table(h.results, checks)
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The sending policy's parts: rate limiter, ERR 130 pause gate, retry policy, outcome mapping."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from batch_sender import retry
+from batch_sender.errors import (
+    OutcomeUnknown,
+    RequestRejected,
+    RunStopped,
+    ServerBusy,
+    TransportError,
+)
+from batch_sender.gateway import Receipt
+from batch_sender.ratelimit import PauseGate, RateLimiter
+from batch_sender.sender import outcomes_for
+from batch_sender.states import Status
+from batch_sender.store import Chunk, ChunkRecipient
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_rate_limiter_spaces_requests_by_their_parts():
+    clock = FakeClock()
+    limiter = RateLimiter(100.0, clock=clock, sleep=clock.sleep)
+    waits = [limiter.acquire(50) for _ in range(5)]
+    # first goes at once; each later one waits for the previous one's 50 units at 100/s
+    assert waits == pytest.approx([0.0, 0.5, 0.5, 0.5, 0.5])
+    assert clock.now == pytest.approx(1002.0)
+
+
+def test_rate_limiter_long_run_rate_is_exact_across_threads():
+    clock = FakeClock()
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            pass  # every thread reserves its own slot; the clock only moves forward
+
+    limiter = RateLimiter(500.0, clock=clock, sleep=sleep)
+    threads = [
+        threading.Thread(target=lambda: [limiter.acquire(100) for _ in range(50)]) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 4 × 50 × 100 units at 500/s reserve exactly 40 s of schedule
+    assert limiter._next - 1000.0 == pytest.approx(40.0)
+
+
+def test_rate_limiter_without_rate_never_waits():
+    assert RateLimiter(None).acquire(10_000) == 0.0
+
+
+def test_pause_gate_holds_until_the_named_second():
+    clock = FakeClock()
+    gate = PauseGate(clock=clock)
+    assert gate.remaining() == 0
+    gate.pause_until(1010.0)
+    gate.pause_until(1005.0)  # an earlier end never shortens the pause
+    assert gate.remaining() == pytest.approx(10.0)
+
+
+def _attempts(errors: list[Exception], *, max_attempts: int = 6) -> tuple[int, list[float]]:
+    slept: list[float] = []
+    calls = 0
+
+    def call() -> str:
+        nonlocal calls
+        calls += 1
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    policy = retry.policy(
+        max_attempts=max_attempts, stop_event=threading.Event(), sleep=slept.append
+    )
+    policy(call)
+    return calls, slept
+
+
+def test_retryable_errors_are_retried_with_growing_jittered_backoff():
+    calls, slept = _attempts(
+        [TransportError("refused"), ServerBusy("503", status=503), TransportError("refused")]
+    )
+    assert calls == 4
+    assert len(slept) == 3
+    assert slept[0] <= retry.INITIAL_BACKOFF + retry.JITTER
+    assert slept[2] >= 4 * retry.INITIAL_BACKOFF  # exponential: 0.5, 1, 2 (+ jitter)
+
+
+def test_retry_after_is_honoured():
+    _, slept = _attempts([ServerBusy("429", status=429, retry_after=7.0)])
+    assert slept == [pytest.approx(7.0, abs=retry.JITTER)]
+    assert slept[0] >= 7.0
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [OutcomeUnknown("read timeout"), RequestRejected("113"), RunStopped("001")],
+)
+def test_non_retryable_errors_are_raised_at_once(exc):
+    with pytest.raises(type(exc)):
+        _attempts([exc])
+
+
+def test_retries_stop_after_max_attempts():
+    with pytest.raises(TransportError):
+        _attempts([TransportError("x") for _ in range(10)], max_attempts=3)
+
+
+def test_a_stopping_run_does_not_retry():
+    stop = threading.Event()
+    stop.set()
+    calls = 0
+
+    def call() -> None:
+        nonlocal calls
+        calls += 1
+        raise TransportError("refused")
+
+    with pytest.raises(TransportError):
+        retry.policy(max_attempts=6, stop_event=stop, sleep=lambda s: None)(call)
+    assert calls == 1
+
+
+CHUNK = Chunk(
+    campaign_id=1,
+    client_message_id="c" * 32,
+    message_id=1,
+    wire_text="Hi",
+    unicode=False,
+    parts=1,
+    recipients=(
+        ChunkRecipient(1, "27820000001"),
+        ChunkRecipient(2, "27820000002"),
+        ChunkRecipient(3, "27820000003"),
+        ChunkRecipient(4, "27820000004"),
+    ),
+)
+
+
+def test_outcomes_map_each_return_to_its_number():
+    result = outcomes_for(
+        CHUNK,
+        [
+            Receipt("27820000002", "b" * 32, None, None),
+            Receipt("27820000001", "a" * 32, None, None),
+            Receipt("27820000003", None, "121", "Destination mobile number blocked"),
+            Receipt("27820000004", None, "301", "No credit left"),
+        ],
+    )
+    by_id = {o.recipient_id: o for o in result.outcomes}
+    assert by_id[1].status is Status.SENT and by_id[1].api_message_id == "a" * 32
+    assert by_id[2].api_message_id == "b" * 32
+    assert by_id[3].status is Status.FAILED and by_id[3].error_code == "121"
+    assert 4 not in by_id and result.release == (4,)  # no credit: back to pending
+    assert isinstance(result.stop, RunStopped)
+
+
+def test_a_number_the_answer_omits_is_unknown_not_lost():
+    result = outcomes_for(CHUNK, [Receipt("27820000001", "a" * 32, None, None)])
+    statuses = {o.recipient_id: o.status for o in result.outcomes}
+    assert statuses == {1: Status.SENT, 2: Status.UNKNOWN, 3: Status.UNKNOWN, 4: Status.UNKNOWN}
+
+
+def test_err_130_mid_list_releases_and_pauses():
+    result = outcomes_for(
+        CHUNK,
+        [Receipt("27820000001", "a" * 32, None, None)]
+        + [
+            Receipt(f"2782000000{i}", None, "130", "Maximum MT limit exceeded until 1764072000")
+            for i in (2, 3, 4)
+        ],
+    )
+    assert result.release == (2, 3, 4)
+    assert result.pause_until == 1764072000.0
+    assert result.stop is None
