@@ -1,7 +1,4 @@
-"""The ``batch-sender`` command: parse options, call one library function, map errors to exits.
-
-No SQL, XML or retry logic lives here (STYLE.md §1).
-"""
+"""``batch-sender run``: stage a campaign and send what is pending."""
 
 from __future__ import annotations
 
@@ -22,10 +19,10 @@ from typing import Any
 import click
 
 from batch_sender import campaign, report, sources
+from batch_sender.cli.common import db_option, errors, gateway_settings
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
-    DEFAULT_DB_URL,
     DEFAULT_GATEWAY_URL,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PARTS,
@@ -36,83 +33,12 @@ from batch_sender.config import (
     MessageOptions,
     RunSettings,
 )
-from batch_sender.errors import EXIT_INTERRUPTED, BatchSenderError, InputError
+from batch_sender.errors import EXIT_INTERRUPTED, InputError
 from batch_sender.sender import SendProgress
 
 log = logging.getLogger("batch_sender")
 
 PROGRESS_LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal
-
-
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="batch-sender")
-
-
-class _Fail(click.ClickException):
-    """A BatchSenderError turned into a one-line message and its exit code."""
-
-    def __init__(self, exc: BatchSenderError) -> None:
-        super().__init__(str(exc))
-        self.exit_code = exc.exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"batch-sender: error: {self.format_message()}", err=True)
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except BatchSenderError as exc:
-        raise _Fail(exc) from exc
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
-    )
-    root = logging.getLogger("batch_sender")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="batch-sender")
-@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail to stderr.")
-def cli(verbose: bool) -> None:
-    """Send bulk SMS through Clickatell's SOAP API and keep an exact SQL record of every recipient.
-
-    \b
-    Quick start (no account needed, uses the built-in simulator):
-      batch-sender run sample_data/campaign.csv --text "Hi {name}" --country ZA --simulator
-
-    Environment: BATCH_SENDER_DB (SQLAlchemy URL, default sqlite:///batch_sender.db),
-    BATCH_SENDER_GATEWAY_URL, CLICKATELL_API_ID, CLICKATELL_USER, CLICKATELL_PASSWORD.
-    """
-    _setup_logging(verbose)
-
-
-db_option = click.option(
-    "--db",
-    "db_url",
-    envvar="BATCH_SENDER_DB",
-    default=DEFAULT_DB_URL,
-    show_default=True,
-    help="Results database (SQLAlchemy URL). Env: BATCH_SENDER_DB.",
-)
-
-
-def _gateway(url: str, *, read_timeout: float = 60.0) -> GatewaySettings:
-    return GatewaySettings(
-        url=url,
-        api_id=os.environ.get("CLICKATELL_API_ID", ""),
-        user=os.environ.get("CLICKATELL_USER", ""),
-        password=os.environ.get("CLICKATELL_PASSWORD", ""),
-        read_timeout=read_timeout,
-    )
 
 
 def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -128,7 +54,7 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-@cli.command()
+@click.command()
 @click.argument("source_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--sql", help="Read recipients from this SQL query (with --source-db).")
 @click.option(
@@ -289,13 +215,14 @@ def run(
     Exit codes: 0 all accepted; 1 some failed or rejected; 2 usage/input error (nothing sent);
     3 stopped by the gateway (auth, credit); 4 some outcomes unknown; 130 interrupted (resumable).
     """
-    with _errors():
+    with errors():
         if sql_file is not None:
             sql = sql_file.read_text(encoding="utf-8")
         if (source_file is None) == (sql is None):
             raise InputError("give exactly one source: a CSV file or --sql/--sql-file")
         if binary and unicode:
             raise InputError("--binary and --unicode do not go together")
+        source: sources.Source
         if sql is not None:
             if not source_db:
                 raise InputError("--sql needs --source-db URL")
@@ -342,7 +269,7 @@ def run(
             settings,
             source,
             db_url,
-            _gateway(gateway_url, read_timeout=read_timeout),
+            gateway_settings(gateway_url, read_timeout=read_timeout),
             simulator=simulator,
             as_json=as_json,
         )
@@ -476,195 +403,3 @@ class _Progress:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
-
-
-@cli.command()
-@click.argument("name", required=False)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-    help="table: summary; csv: one row per recipient; json: summary.",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.File("w", encoding="utf-8"),
-    default="-",
-    help="Write to this file instead of stdout.",
-)
-@db_option
-def report_cmd(name: str | None, fmt: str, output: Any, db_url: str) -> None:
-    """Show what happened to a campaign (default: the latest one).
-
-    \b
-    Examples:
-      batch-sender report
-      batch-sender report campaign-2026-11-25 --format csv -o results.csv
-    """
-    from batch_sender.store import Store
-
-    with _errors(), Store.open(db_url) as store:
-        if name is None:
-            known = store.campaigns()
-            if not known:
-                raise InputError("no campaigns in this database yet")
-            name = max(known, key=lambda c: c.created_at or date.min).name
-        built = report.build(store, name)
-        if fmt == "json":
-            output.write(report.to_json(built) + "\n")
-        elif fmt == "csv":
-            report.write_csv(store.results(built.campaign.id), output)
-        else:
-            output.write(report.render_table(built) + "\n")
-
-
-report_cmd.name = "report"
-
-
-@cli.command()
-@click.argument("name")
-@click.option("--resend-unknown", is_flag=True, hidden=True)
-@click.option(
-    "--gateway-url",
-    envvar="BATCH_SENDER_GATEWAY_URL",
-    default=DEFAULT_GATEWAY_URL,
-    show_default=True,
-    help="SOAP endpoint. Env: BATCH_SENDER_GATEWAY_URL.",
-)
-@db_option
-def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) -> None:
-    """Settle 'sending' and 'unknown' recipients of a campaign by asking the gateway (querymsg).
-
-    Rows the gateway never accepted go back to 'pending' (the next run sends them); rows it
-    accepted become 'sent'.
-    """
-    from batch_sender import settle
-    from batch_sender.states import Status
-    from batch_sender.store import Store
-
-    with _errors(), Store.open(db_url) as store:
-        camp = store.campaign(name)
-        if camp is None:
-            raise InputError(f"no campaign named {name!r}")
-        with campaign.open_client(_gateway(gateway_url), max_connections=1) as client:
-            stats = settle.settle(
-                store, client, camp.id, statuses=(Status.SENDING, Status.UNKNOWN), lease=0.0
-            )
-        click.echo(
-            f"asked about {stats.requests} requests: {stats.sent} sent, "
-            f"{stats.requeued} back to pending, {stats.unknown} still unknown"
-        )
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8099, show_default=True, type=int, help="Port to listen on.")
-@click.option(
-    "--api-id",
-    envvar="CLICKATELL_API_ID",
-    default="123456",
-    show_default=True,
-    help="Accepted api_id. Env: CLICKATELL_API_ID.",
-)
-@click.option(
-    "--user",
-    envvar="CLICKATELL_USER",
-    default="MyUserName",
-    show_default=True,
-    help="Accepted user. Env: CLICKATELL_USER.",
-)
-@click.option(
-    "--password",
-    envvar="CLICKATELL_PASSWORD",
-    default="MyPassword",
-    help="Accepted password. Env: CLICKATELL_PASSWORD.",
-)
-@click.option(
-    "--latency-ms",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Delay before each answer.",
-)
-@click.option(
-    "--record",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Append one JSON line per accepted message to this file.",
-)
-@click.option("--credits", type=float, default=1e9, show_default=True, help="Account balance.")
-@click.option("--max-mps", type=float, help="Messages per second before ERR 130.")
-@click.option(
-    "--error-rate-5xx",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Share of sendmsg requests answered HTTP 503.",
-)
-@click.option(
-    "--drop-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Share of sendmsg requests whose connection is dropped after acceptance.",
-)
-@click.option("--callback-url", help="Post delivery callbacks here (msg_callback > 0).")
-def simulator(
-    host: str,
-    port: int,
-    api_id: str,
-    user: str,
-    password: str,
-    latency_ms: float,
-    record: Path | None,
-    credits: float,
-    max_mps: float | None,
-    error_rate_5xx: float,
-    drop_rate: float,
-    callback_url: str | None,
-) -> None:
-    """Run the Clickatell SOAP gateway simulator (document/literal) until interrupted.
-
-    \b
-    Example:
-      batch-sender simulator --port 8099 --record sent.jsonl --latency-ms 50
-      BATCH_SENDER_GATEWAY_URL=http://127.0.0.1:8099/soap/document_literal/webservice \\
-      CLICKATELL_API_ID=123456 CLICKATELL_USER=MyUserName CLICKATELL_PASSWORD=MyPassword \\
-          batch-sender run campaign.csv --text "Hello"
-    """
-    from batch_sender.simulator import SimulatorConfig, serve
-
-    serve(
-        SimulatorConfig(
-            host=host,
-            port=port,
-            api_id=api_id,
-            user=user,
-            password=password,
-            latency_ms=latency_ms,
-            record=record,
-            credits=credits,
-            max_mps=max_mps,
-            fault_rates={"http_503": error_rate_5xx, "drop_after": drop_rate},
-            callback_url=callback_url,
-        )
-    )
-
-
-@cli.group()
-def db() -> None:
-    """Manage the results database's schema."""
-
-
-@db.command()
-@db_option
-def upgrade(db_url: str) -> None:
-    """Create or upgrade the results database to the current schema (Alembic)."""
-    from batch_sender.store import Store
-
-    with _errors(), Store.open(db_url, upgrade=True):
-        click.echo("database is at the current schema")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
