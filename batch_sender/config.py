@@ -86,3 +86,4 @@ class RunSettings:
     max_wait: float = DEFAULT_MAX_WAIT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     resend_unknown: bool = False
+    backoff_scale: float = 1.0  # multiplies every retry wait (env BATCH_SENDER_BACKOFF_SCALE)

@@ -1,8 +1,16 @@
 """What is retried, how often and how long to wait: DESIGN.md §3 as tenacity objects.
 
-Only :class:`~batch_sender.errors.RetryableError` is retried: the request provably did not take
-effect (it never left, or the gateway said so). Everything else is decided by the sender:
+Only a :class:`~batch_sender.errors.RetryableError` is retried, and only when the request provably
+did not take effect: it never left (connect error, connect/pool timeout), or the gateway said so
+(HTTP 429/502/503/504, a SOAP Fault, ERR 901, ERR 003/005 again after the client's re-auth).
+Everything else is decided by the sender:
 ``Throttled`` pauses every worker, ``OutcomeUnknown`` is never resent, ``RunStopped`` stops the run.
+
+A bare HTTP 500 (an error page, not a SOAP Fault) is *not* retried, although the client raises it
+as ``ServerBusy``: it says the server failed while handling the request, not that it never
+accepted it, so resending could send the message twice. Its recipients become ``unknown`` and
+``querymsg`` settles them (ERR 104: never accepted, back to pending; found: sent). A 503 or 429
+says "not processed, come back later"; a SOAP Fault and ERR 901 are the gateway's own "retry".
 """
 
 from __future__ import annotations
@@ -13,21 +21,35 @@ from collections.abc import Callable
 import tenacity
 from tenacity import RetryCallState
 
-from batch_sender.errors import RetryableError
+from batch_sender.errors import RetryableError, ServerBusy, SessionExpired
 
-__all__ = ["INITIAL_BACKOFF", "MAX_BACKOFF", "policy"]
+__all__ = ["INITIAL_BACKOFF", "JITTER", "MAX_BACKOFF", "is_retryable", "policy"]
 
 INITIAL_BACKOFF = 0.5  # seconds before the first retry
 MAX_BACKOFF = 30.0  # seconds: the cap of one wait
 JITTER = 1.0  # seconds of random jitter added to each wait
 MAX_RETRY_AFTER = 300.0  # seconds: a longer Retry-After is capped
+#: HTTP statuses whose request the server did not process (a bare 500 may have been: see above)
+RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether sending the request again is safe: it provably did not take effect.
+
+    ``SessionExpired`` reaches the policy only when the session ended again right after the
+    client's own re-authentication; the gateway refused the request, so another try is safe.
+    """
+    if isinstance(exc, ServerBusy):
+        return exc.status in RETRYABLE_HTTP
+    return isinstance(exc, RetryableError | SessionExpired)
 
 
 class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 (tenacity's naming)
     """Wait what the server asked (``Retry-After``), but never less than ``fallback`` says."""
 
-    def __init__(self, fallback: tenacity.wait.wait_base) -> None:
+    def __init__(self, fallback: tenacity.wait.wait_base, *, scale: float = 1.0) -> None:
         self.fallback = fallback
+        self.scale = scale
 
     def __call__(self, retry_state: RetryCallState) -> float:
         wait = self.fallback(retry_state)
@@ -35,7 +57,7 @@ class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 (tenacity's namin
         exc = outcome.exception() if outcome is not None else None
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
-            wait = max(wait, min(float(retry_after), MAX_RETRY_AFTER))
+            wait = max(wait, min(float(retry_after), MAX_RETRY_AFTER) * self.scale)
         return wait
 
 
@@ -57,21 +79,24 @@ def policy(
     initial: float = INITIAL_BACKOFF,
     maximum: float = MAX_BACKOFF,
     jitter: float = JITTER,
+    scale: float = 1.0,
 ) -> tenacity.Retrying:
     """The retry policy of one request: exponential backoff with jitter, Retry-After honoured.
 
     ``sleep`` defaults to waiting on ``stop_event``, so a stopping run does not sit out a backoff;
-    tests pass a recorder instead and never sleep.
+    tests pass a recorder instead and never sleep. ``scale`` multiplies every wait, Retry-After
+    included (fault-injection tests run at 0.01 rather than sleeping for real).
     """
 
     def interruptible_sleep(seconds: float) -> None:
         stop_event.wait(seconds)
 
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(RetryableError),
+        retry=tenacity.retry_if_exception(is_retryable),
         wait=wait_retry_after(
-            tenacity.wait_exponential(multiplier=initial, max=maximum)
-            + tenacity.wait_random(0, jitter)
+            tenacity.wait_exponential(multiplier=initial * scale, max=maximum * scale)
+            + tenacity.wait_random(0, jitter * scale),
+            scale=scale,
         ),
         stop=tenacity.stop_after_attempt(max_attempts) | stop_when_set(stop_event),
         sleep=sleep or interruptible_sleep,

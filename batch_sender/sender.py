@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from batch_sender import retry
@@ -36,7 +37,15 @@ from batch_sender.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, Store
 
-__all__ = ["ChunkResult", "SendProgress", "SendStats", "Sender", "outcomes_for", "worker_id"]
+__all__ = [
+    "ChunkResult",
+    "SendProgress",
+    "SendStats",
+    "Sender",
+    "is_live_worker",
+    "outcomes_for",
+    "worker_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +53,22 @@ log = logging.getLogger(__name__)
 RETRY_LATER_CODES = frozenset({"003", "005", "130", "901"})
 QUEUE_DEPTH = 2  # chunks claimed ahead per worker, so workers never wait for the coordinator
 POLL_INTERVAL = 0.5  # seconds the coordinator waits for a finished chunk before looking around
+#: seconds a stopping run waits for requests already sent; after it, their rows stay `sending`
+#: (owned by a process about to exit) and the next run settles them with querymsg
+STOP_GRACE = 5.0
+
+
+_live_workers: set[str] = set()  # claimed_by of the Senders running in this process
 
 
 def worker_id() -> str:
     """Who claims rows: host, process and a per-run token (``claimed_by``)."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def is_live_worker(claimed_by: str) -> bool:
+    """Whether a Sender of this process is running under ``claimed_by`` right now."""
+    return claimed_by in _live_workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +105,7 @@ class SendStats:
     progress: SendProgress
     stop: GatewayError | None = None
     interrupted: bool = False
+    abandoned: int = 0  # recipients left `sending`: their request outlived STOP_GRACE
 
 
 def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
@@ -144,6 +165,42 @@ def _all(chunk: Chunk, status: Status, exc: GatewayError) -> tuple[Outcome, ...]
     )
 
 
+class _WorkerPool:
+    """``size`` daemon threads running ``work(chunk)``: a request stuck in a read cannot keep a
+    stopping process alive (a ThreadPoolExecutor's threads are joined at interpreter exit)."""
+
+    def __init__(self, size: int, work: Callable[[Chunk], ChunkResult]) -> None:
+        self._work = work
+        self._queue: queue.SimpleQueue[tuple[Chunk, Future[ChunkResult]] | None]
+        self._queue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batch-sender-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, chunk: Chunk) -> Future[ChunkResult]:
+        future: Future[ChunkResult] = Future()
+        self._queue.put((chunk, future))
+        return future
+
+    def shutdown(self) -> None:
+        """Let every thread end once the work queued before this is done (without waiting)."""
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            chunk, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._work(chunk))
+            except BaseException as exc:  # handed to the coordinator, which records it
+                future.set_exception(exc)
+
+
 class Sender:
     """Send every pending recipient of one campaign, then return :class:`SendStats`."""
 
@@ -163,6 +220,7 @@ class Sender:
         worker: str | None = None,
         progress: Callable[[SendProgress], None] | None = None,
         sleep: Callable[[float], None] | None = None,
+        backoff_scale: float = 1.0,
     ) -> None:
         self._store = store
         self._client = client
@@ -177,6 +235,7 @@ class Sender:
         self._worker = worker or worker_id()
         self._progress_cb = progress
         self._sleep = sleep
+        self._backoff_scale = backoff_scale
         self._gate = PauseGate()
         self._messages: dict[int, Message] = {}
         self._fatal: GatewayError | None = None
@@ -187,7 +246,11 @@ class Sender:
         progress = SendProgress()
         in_flight: dict[Future[ChunkResult], Chunk] = {}
         exhausted = False
-        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="batch-sender") as pool:
+        stopping_since: float | None = None
+        abandoned = 0
+        pool = _WorkerPool(self._concurrency, self._send)
+        _live_workers.add(self._worker)
+        try:
             while True:
                 while (
                     not exhausted
@@ -203,19 +266,40 @@ class Sender:
                     if chunk is None:
                         exhausted = True
                         break
-                    in_flight[pool.submit(self._send, chunk)] = chunk
+                    in_flight[pool.submit(chunk)] = chunk
                 if not in_flight:
                     break
-                done, _ = wait(in_flight, timeout=POLL_INTERVAL, return_when=FIRST_COMPLETED)
+                timeout = POLL_INTERVAL
+                if self._stop.is_set():
+                    now = time.monotonic()
+                    stopping_since = stopping_since or now
+                    left = stopping_since + STOP_GRACE - now
+                    if left <= 0:
+                        abandoned = sum(len(c.recipients) for c in in_flight.values())
+                        log.warning(
+                            "%d requests (%d recipients) still await the gateway's answer %.0fs "
+                            "after the stop: leaving them 'sending'; the next run or "
+                            "`batch-sender reconcile` settles them with querymsg",
+                            len(in_flight),
+                            abandoned,
+                            STOP_GRACE,
+                        )
+                        break
+                    timeout = min(timeout, left)
+                done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
                 if done:
                     released = self._record([(in_flight.pop(f), f) for f in done], progress)
                     exhausted = exhausted and not released
                     if self._progress_cb is not None:
                         self._progress_cb(progress)
+        finally:
+            pool.shutdown()
+            _live_workers.discard(self._worker)
         return SendStats(
             progress,
             stop=self._fatal,
             interrupted=self._stop.is_set() and self._fatal is None,
+            abandoned=abandoned,
         )
 
     def _record(
@@ -274,6 +358,14 @@ class Sender:
         return message
 
     def _send(self, chunk: Chunk) -> ChunkResult:
+        """Send one chunk; news that stops the run stops every worker at once, not when the
+        coordinator gets round to recording it (no request may leave after a 301 came back)."""
+        result = self._send_chunk(chunk)
+        if result.stop is not None:
+            self._stop.set()
+        return result
+
+    def _send_chunk(self, chunk: Chunk) -> ChunkResult:
         """Send one chunk until it has an answer, a final error, or the run stops."""
         numbers = [r.msisdn for r in chunk.recipients]
         message = self._message(chunk)
@@ -286,11 +378,16 @@ class Sender:
                 return ChunkResult(release=released, requests=requests)
             try:
                 for attempt in retry.policy(
-                    max_attempts=self._max_attempts, stop_event=self._stop, sleep=self._sleep
+                    max_attempts=self._max_attempts,
+                    stop_event=self._stop,
+                    sleep=self._sleep,
+                    scale=self._backoff_scale,
                 ):
                     with attempt:
                         self._gate.wait(self._stop)
                         self._limiter.acquire(units)
+                        if self._stop.is_set():  # stopped during a pause or a rate wait
+                            return ChunkResult(release=released, requests=requests)
                         requests += 1
                         receipts = self._client.sendmsg(
                             numbers, message, climsgid=chunk.client_message_id
@@ -308,6 +405,8 @@ class Sender:
                 self._gate.pause_until(exc.until)
                 continue
             except RetryableError as exc:
+                if not retry.is_retryable(exc):  # a bare HTTP 500: it may have been accepted
+                    return self._unknown(chunk, exc, requests)
                 if self._stop.is_set():
                     return ChunkResult(release=released, requests=requests)
                 stop = RunStopped(
@@ -317,16 +416,12 @@ class Sender:
                 )
                 return ChunkResult(release=released, stop=stop, requests=requests)
             except OutcomeUnknown as exc:
-                log.warning(
-                    "outcome of request %s unknown (%s): its %d recipients are 'unknown'",
-                    chunk.client_message_id,
-                    exc,
-                    len(numbers),
-                )
-                return ChunkResult(_all(chunk, Status.UNKNOWN, exc), requests=requests)
+                return self._unknown(chunk, exc, requests)
             except RequestRejected as exc:
                 return ChunkResult(_all(chunk, Status.FAILED, exc), requests=requests)
             except (RunStopped, SessionExpired) as exc:
+                if isinstance(exc, SessionExpired) and self._stop.is_set():
+                    return ChunkResult(release=released, requests=requests)
                 return ChunkResult(release=released, stop=exc, requests=requests)
             result = outcomes_for(chunk, receipts)
             if result.pause_until is not None:
@@ -334,3 +429,14 @@ class Sender:
             return ChunkResult(
                 result.outcomes, result.release, result.stop, requests, result.pause_until
             )
+
+    @staticmethod
+    def _unknown(chunk: Chunk, exc: GatewayError, requests: int) -> ChunkResult:
+        """The request may have been accepted: its rows are ``unknown``, never resent blindly."""
+        log.warning(
+            "outcome of request %s unknown (%s): its %d recipients are 'unknown'",
+            chunk.client_message_id,
+            exc,
+            len(chunk.recipients),
+        )
+        return ChunkResult(_all(chunk, Status.UNKNOWN, exc), requests=requests)

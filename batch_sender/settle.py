@@ -5,7 +5,12 @@ become ``unknown`` when the answer was lost. Every request carries a unique ``cl
 gateway can tell: ERR 104 (unknown client message ID) means it never accepted the request, and
 the rows go back to ``pending`` to be sent; an answer means it did, and the rows are ``sent``
 (with their API message ID when the request had one number; a multi-number request's IDs are
-not recoverable from ``querymsg`` and stay empty). Anything else leaves them ``unknown``.
+not recoverable from ``querymsg``, which answers for the request's first message only, and stay
+empty). Anything else leaves them ``unknown``.
+
+ERR 104 is only trusted once the request cannot still be on its way: before asking about orphans
+of a recently dead process the settler waits ``grace`` seconds, so a request written just before
+a ``kill -9`` has been handled (or dropped) by the gateway by the time we ask.
 """
 
 from __future__ import annotations
@@ -13,11 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from batch_sender import retry, sender
 from batch_sender.errors import GatewayError, RequestRejected, RunStopped
 from batch_sender.gateway import GatewayClient
+from batch_sender.gateway import Status as GatewayStatus
 from batch_sender.states import Status
 from batch_sender.store import Outcome, Store
 
@@ -26,6 +36,9 @@ __all__ = ["SettleStats", "is_orphan", "settle"]
 log = logging.getLogger(__name__)
 
 NEVER_ACCEPTED = "104"  # querymsg: unknown client message ID
+SETTLE_GRACE = 2.0  # seconds: how long a request written by a dead process may still be in flight
+RECENT = 600.0  # seconds: orphans claimed more recently than this get the grace wait
+QUERY_ATTEMPTS = 3  # tries of one querymsg on retryable errors
 
 
 @dataclass(slots=True)
@@ -37,10 +50,13 @@ class SettleStats:
 
 
 def is_orphan(claimed_by: str | None, claimed_at: datetime | None, *, lease: float) -> bool:
-    """Whether a `sending` row's claimer is gone: a dead process on this host, or a lapsed lease."""
+    """Whether a `sending` row's claimer is gone: a dead process on this host, a finished run of
+    this process, or a lapsed lease."""
     host, _, rest = (claimed_by or "").partition(":")
     pid = rest.partition(":")[0]
     if host == socket.gethostname()[:30] and pid.isdigit():
+        if int(pid) == os.getpid():
+            return not sender.is_live_worker(claimed_by or "")
         return not _alive(int(pid))
     if claimed_at is None:
         return True
@@ -68,18 +84,24 @@ def settle(
     *,
     statuses: tuple[Status, ...] = (Status.SENDING,),
     lease: float = 300.0,
+    grace: float = SETTLE_GRACE,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> SettleStats:
     """Ask the gateway about every orphaned request of the campaign and record what it says."""
     stats = SettleStats()
-    for group in store.in_flight(campaign_id, statuses=statuses):
-        if group.status is Status.SENDING and not is_orphan(
-            group.claimed_by, group.claimed_at, lease=lease
-        ):
-            continue  # a live worker still owns it
+    groups = [
+        g
+        for g in store.in_flight(campaign_id, statuses=statuses)
+        if g.status is not Status.SENDING or is_orphan(g.claimed_by, g.claimed_at, lease=lease)
+    ]  # a `sending` row whose claimer is alive is still in its hands
+    if grace > 0 and any(g.status is Status.SENDING and _recent(g.claimed_at) for g in groups):
+        log.info("waiting %.0fs for requests of a stopped process to land before asking", grace)
+        sleep(grace)
+    for group in groups:
         stats.requests += 1
         ids = [r.id for r in group.recipients]
         try:
-            found = client.querymsg(climsgid=group.client_message_id)
+            found = _querymsg(client, group.client_message_id)
         except RequestRejected as exc:
             if exc.code == NEVER_ACCEPTED:
                 store.release(ids, from_statuses=statuses)
@@ -96,8 +118,14 @@ def settle(
                 store.record(_unknown(ids, f"could not settle: {exc}"))
             stats.unknown += len(ids)
             continue
-        api_id = found.api_message_id if len(ids) == 1 else None
-        store.record([Outcome(rid, Status.SENT, api_message_id=api_id) for rid in ids])
+        if len(ids) == 1:
+            store.record([Outcome(ids[0], Status.SENT, api_message_id=found.api_message_id)])
+        else:
+            why = (
+                f"accepted with request {group.client_message_id} (querymsg); "
+                "the gateway does not tell each number's message ID"
+            )
+            store.record([Outcome(rid, Status.SENT, error_description=why) for rid in ids])
         stats.sent += len(ids)
     if stats.requests:
         log.info(
@@ -108,6 +136,22 @@ def settle(
             stats.unknown,
         )
     return stats
+
+
+def _recent(claimed_at: datetime | None) -> bool:
+    if claimed_at is None:
+        return True
+    if claimed_at.tzinfo is None:
+        claimed_at = claimed_at.replace(tzinfo=UTC)
+    return datetime.now(UTC) - claimed_at < timedelta(seconds=RECENT)
+
+
+def _querymsg(client: GatewayClient, climsgid: str) -> GatewayStatus:
+    """``querymsg`` by client message ID, retried like a send when it provably did not happen."""
+    for attempt in retry.policy(max_attempts=QUERY_ATTEMPTS, stop_event=threading.Event()):
+        with attempt:
+            return client.querymsg(climsgid=climsgid)
+    raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
 
 def _unknown(ids: list[int], why: str) -> list[Outcome]:
