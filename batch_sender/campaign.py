@@ -2,16 +2,26 @@
 
 This is the library function behind ``batch-sender run``; the CLI only parses options into
 :class:`~batch_sender.config.RunSettings` and calls :func:`run`.
+
+Any number of runs of one campaign, in processes on any machines sharing a PostgreSQL or
+MariaDB store, share its work (DESIGN.md §7): the first stages it and the others join; each
+renews a lease on its claims (a heartbeat) and settles the rows of workers whose lease lapsed;
+they keep to one account-wide ``--rate`` through the database; and none finishes while another
+live worker still has rows in flight, so every process ends with the same counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from types import TracebackType
 
 from batch_sender import prepare, settle
 from batch_sender.config import GatewaySettings, RunSettings
@@ -27,11 +37,12 @@ from batch_sender.errors import (
     RunStopped,
 )
 from batch_sender.gateway import Credentials, GatewayClient
-from batch_sender.ratelimit import RateLimiter
-from batch_sender.sender import Sender, SendProgress
+from batch_sender.ratelimit import RateLimiter, SharedRateLimiter
+from batch_sender.sender import Sender, SendProgress, SendStats, worker_id
 from batch_sender.sources import Source
 from batch_sender.states import Status
 from batch_sender.store import Campaign, Store
+from batch_sender.store import operators as store_operators
 
 __all__ = ["RunResult", "dry_run", "fingerprint", "open_client", "run"]
 
@@ -42,6 +53,13 @@ STATUS_FINISHED = "finished"
 STATUS_STOPPED = "stopped"
 STATUS_INTERRUPTED = "interrupted"
 STATUS_RUNNING = "running"
+
+DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbeat
+HEARTBEATS_PER_LEASE = 3  # heartbeats per lease: two may be missed before others settle the rows
+FINISH_POLL = 0.5  # seconds between looks at other workers' in-flight rows at the end of a run
+FINISH_MARGIN = 30.0  # seconds added to 2 leases: settling takes a while (grace, querymsg)
+
+_settling = threading.Lock()  # one settle at a time in this process (the store lock is per session)
 
 
 @dataclass(slots=True)
@@ -89,9 +107,16 @@ def fingerprint(source: Source, settings: RunSettings) -> str:
         "text": settings.text,
         "country": settings.country,
         "strict": settings.strict_numbers,
-        "message": asdict(settings.message),
+        "message": _message_identity(settings),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _message_identity(settings: RunSettings) -> dict[str, object]:
+    """The message options, less ``deliv_time``: ``--at`` recomputes it each run (minutes)."""
+    message = asdict(settings.message)
+    message["params"] = [p for p in settings.message.params if p[0] != "deliv_time"]
+    return message
 
 
 def open_client(gateway: GatewaySettings, *, max_connections: int) -> GatewayClient:
@@ -147,6 +172,8 @@ def stage(
             f"campaign {settings.name!r} already exists with a different source, text or options "
             f"(source was {existing.source}); choose another --name"
         )
+    # opt-outs: staged rows on the suppression list, and numbers added since staging
+    store_operators.suppress_pending(store, existing.id)
     return existing, staged
 
 
@@ -167,12 +194,19 @@ def run(
     progress: Callable[[SendProgress], None] | None = None,
     on_staged: Callable[[Campaign, dict[str, int]], None] | None = None,
     preparer: prepare.Preparer | None = None,
-    lease: float = 300.0,
+    lease: float = DEFAULT_LEASE,
+    shared_rate: bool | None = None,
+    finish_wait: float | None = None,
 ) -> RunResult:
     """Run one campaign to its end (or until stopped) and return its counts.
 
     Staging happens once; a second run of the same campaign settles what an earlier run left in
-    flight, then sends only what is still ``pending``.
+    flight, then sends only what is still ``pending``. Runs of the same campaign at the same
+    time share it: see the module docstring. ``lease`` is how long (s) this worker's claims stay
+    its own without a heartbeat (it renews them every ``lease / 3``); ``shared_rate`` keeps
+    ``settings.rate`` through the database (default: when the store is PostgreSQL or MariaDB);
+    ``finish_wait`` bounds (s, default ``2 × lease + 30``) how long the end of the run waits for
+    other workers' in-flight rows when nothing changes.
     """
     stop = stop or threading.Event()
     campaign, staged = stage(store, source, settings, preparer)
@@ -186,24 +220,40 @@ def run(
         return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
     except GatewayError as exc:
         raise InputError(f"cannot reach the gateway at {client.url}: {exc}") from exc
-    settle.settle(store, client, campaign.id, lease=lease)
+    _settle_orphans(store, client, campaign.id, lease)
     if settings.resend_unknown:
         requeued = store.requeue_unknown(campaign.id)
         log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
     store.set_status(campaign.id, STATUS_RUNNING)
-    stats = Sender(
+    worker = worker_id()
+    if shared_rate is None:
+        shared_rate = store.shared
+    sender = Sender(
         store=store,
         client=client,
         campaign_id=campaign.id,
         options=settings.message,
         chunk_size=settings.chunk_size,
         concurrency=settings.concurrency,
-        limiter=RateLimiter(settings.rate),
+        limiter=_limiter(store, client, settings.rate, shared=shared_rate),
         max_attempts=settings.max_attempts,
         max_wait=settings.max_wait,
         stop=stop,
+        worker=worker,
         progress=progress,
-    ).run()
+    )
+    with _Heartbeat(store, client, campaign.id, worker, lease=lease):
+        stats = sender.run()
+        stats = _finish(
+            store,
+            client,
+            sender,
+            stats,
+            campaign.id,
+            stop=stop,
+            lease=lease,
+            finish_wait=2 * lease + FINISH_MARGIN if finish_wait is None else finish_wait,
+        )
     if stats.stop is not None:
         status = STATUS_STOPPED
     elif stats.interrupted:
@@ -219,6 +269,162 @@ def run(
         stop_reason=str(stats.stop) if stats.stop is not None else None,
         interrupted=stats.interrupted,
     )
+
+
+def account_key(client: GatewayClient) -> str:
+    """The gateway account a shared rate belongs to: ``api_id:user@host`` (never the password)."""
+    import httpx
+
+    credentials = client._credentials  # noqa: SLF001 (GatewayClient has no public accessor yet)
+    host = httpx.URL(client.url).host
+    return f"{credentials.api_id}:{credentials.user}@{host}"
+
+
+def _limiter(
+    store: Store, client: GatewayClient, rate: float | None, *, shared: bool
+) -> RateLimiter:
+    """This process's rate limiter: its own schedule, or the account's through the store."""
+    if rate is None or not shared:
+        return RateLimiter(rate)
+    reserve = functools.partial(store.reserve_rate, account_key(client), rate=rate)
+    return SharedRateLimiter(rate, reserve)
+
+
+def _settle_orphans(store: Store, client: GatewayClient, campaign_id: int, lease: float) -> None:
+    """Settle the rows of dead workers, unless another worker is doing it right now.
+
+    One settler at a time: two settlers could both hear "never accepted" for one request, and
+    the second would hand back to the queue rows the first had requeued and a worker re-claimed.
+    """
+    if not _settling.acquire(blocking=False):
+        return
+    try:
+        with store.exclusive(f"batch_sender.settle.{campaign_id}") as held:
+            if held:
+                settle.settle(store, client, campaign_id, lease=lease)
+    finally:
+        _settling.release()
+
+
+def _finish(
+    store: Store,
+    client: GatewayClient,
+    sender: Sender,
+    stats: SendStats,
+    campaign_id: int,
+    *,
+    stop: threading.Event,
+    lease: float,
+    finish_wait: float,
+) -> SendStats:
+    """Stay until every row of the campaign is final, when other workers still have some.
+
+    A worker whose claims find nothing left waits for the others' in-flight rows; sends what
+    they hand back (or what settling their orphans requeues); settles orphans whose lease
+    lapsed. It gives up when nothing has changed for ``finish_wait`` seconds (the summary then
+    shows the rows still ``sending``), and never waits on rows it cannot send and nobody holds.
+    """
+    progress = stats.progress
+    last: tuple[int, int] | None = None
+    changed = time.monotonic()
+    while stats.stop is None and not stats.interrupted:
+        counts = store.counts(campaign_id)
+        pending, sending = counts[Status.PENDING], counts[Status.SENDING]
+        if not pending and not sending:
+            break
+        if (pending, sending) != last:
+            last, changed = (pending, sending), time.monotonic()
+        elif time.monotonic() - changed > finish_wait:
+            log.warning(
+                "giving up waiting for other workers: %d rows still sending, %d pending",
+                sending,
+                pending,
+            )
+            break
+        if pending:
+            more = sender.run()
+            progress = _added(progress, more.progress)
+            stats = dataclasses.replace(more, progress=progress)
+            if more.progress.requests:
+                continue
+            if not sending:
+                break  # nothing in flight anywhere, and what is pending is not ours to send now
+        if sending:
+            log.debug("waiting for %d rows other workers have in flight", sending)
+            _settle_orphans(store, client, campaign_id, lease)
+        if stop.wait(FINISH_POLL):
+            stats = dataclasses.replace(stats, interrupted=stats.stop is None)
+    return stats
+
+
+def _added(a: SendProgress, b: SendProgress) -> SendProgress:
+    return SendProgress(
+        sent=a.sent + b.sent,
+        failed=a.failed + b.failed,
+        unknown=a.unknown + b.unknown,
+        requests=a.requests + b.requests,
+        retries=a.retries + b.retries,
+        started=a.started,
+    )
+
+
+class _Heartbeat:
+    """Two threads while the worker sends: one renews its lease, one settles others' orphans.
+
+    Apart, because settling may take a while (it waits for a dead worker's last requests to
+    land, then asks the gateway about each), and the lease must not lapse meanwhile.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        client: GatewayClient,
+        campaign_id: int,
+        worker: str,
+        *,
+        lease: float,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._campaign_id = campaign_id
+        self._worker = worker
+        self._lease = lease
+        self._interval = lease / HEARTBEATS_PER_LEASE
+        self._done = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._beat, name="batch-sender-heartbeat", daemon=True),
+            threading.Thread(target=self._settle, name="batch-sender-settle", daemon=True),
+        ]
+
+    def __enter__(self) -> _Heartbeat:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                touched = self._store.touch_claims(self._campaign_id, self._worker)
+                log.debug("heartbeat: lease renewed on %d rows", touched)
+            except Exception as exc:  # keep beating: a missed beat only shortens the lease
+                log.warning("heartbeat failed: %s", exc)
+
+    def _settle(self) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                _settle_orphans(self._store, self._client, self._campaign_id, self._lease)
+            except Exception as exc:  # the end of the run settles again
+                log.warning("settling other workers' requests failed: %s", exc)
 
 
 def _counts(store: Store, campaign_id: int) -> dict[str, int]:

@@ -1,14 +1,27 @@
 """Benchmark the results store: staging rows/s and claim+record recipients/s on each database.
 
 Usage: ``python benchmarks/bench_store.py [--rows 100000] [--chunk 100]
-[--db sqlite,postgresql,mariadb] [--pg-insert-methods]``. Each database gets a fresh,
-throw-away schema (PostgreSQL), database (MariaDB) or file (SQLite). ``--pg-insert-methods``
-also times the three PostgreSQL bulk-insert paths (executemany, multi-row VALUES, COPY).
+[--db sqlite,postgresql,mariadb] [--pg-insert-methods] [--sync-commit] [--send N]
+[--workers 1,2,4]``. Each database gets a fresh, throw-away schema (PostgreSQL), database
+(MariaDB) or file (SQLite). ``--pg-insert-methods`` also times the three PostgreSQL bulk-insert
+paths (executemany, multi-row VALUES, COPY). ``--sync-commit`` times claim+record again with
+every commit synchronous (what ``record()`` did before it turned ``synchronous_commit`` off on
+PostgreSQL). ``--send N`` runs the whole send path, ``batch-sender run`` (console script) over N
+recipients against the simulator (a subprocess, no latency), on each database; ``--workers``
+runs that many processes at once on the PostgreSQL campaign.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -22,6 +35,7 @@ from sqlalchemy.engine import make_url
 
 from batch_sender.states import Status
 from batch_sender.store import Outcome, StagedRow, Store
+from batch_sender.store import queries as store_queries
 from batch_sender.store.tables import recipients
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -78,7 +92,7 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench(kind: str, count: int, chunk_size: int) -> None:
+def bench(kind: str, count: int, chunk_size: int, *, label: str = "") -> None:
     with fresh_database(kind) as url, Store.open(url) as store:
         staged: list[int] = []
 
@@ -110,7 +124,7 @@ def bench(kind: str, count: int, chunk_size: int) -> None:
         drain_s = timed(drain)
         chunks = -(-sent // chunk_size)
         print(
-            f"{kind:10} stage {count / stage_s:>10,.0f} rows/s"
+            f"{kind + label:10} stage {count / stage_s:>10,.0f} rows/s"
             f" ({stage_s * 1e6 / count:5.1f} µs/row)"
             f" | claim+record {sent / drain_s:>9,.0f} recipients/s"
             f" ({drain_s * 1e3 / chunks:5.2f} ms per {chunk_size}-row chunk)"
@@ -174,17 +188,102 @@ def bench_pg_insert_methods(count: int) -> None:
         print(f"postgresql insert via {name:17} {count / seconds:>10,.0f} rows/s")
 
 
+def bench_synchronous_record(count: int, chunk_size: int) -> None:
+    """claim+record on PostgreSQL with ``record()`` committing synchronously, for comparison."""
+    asynchronous = store_queries._asynchronous_commit
+    store_queries._asynchronous_commit = lambda conn: None  # every commit waits for its flush
+    try:
+        bench("postgresql", count, chunk_size, label=" sync")
+    finally:
+        store_queries._asynchronous_commit = asynchronous
+
+
+CREDENTIALS = {"CLICKATELL_API_ID": "123456", "CLICKATELL_USER": "u", "CLICKATELL_PASSWORD": "p"}
+
+
+@contextmanager
+def simulator_process() -> Iterator[str]:
+    """``python -m batch_sender.simulator`` on a free port; its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batch_sender.simulator", "--port", str(port),
+         "--no-keep-messages", "--api-id", "123456", "--user", "u", "--password", "p"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the simulator did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/soap/document_literal/webservice"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def bench_send(kind: str, count: int, workers: int) -> None:
+    """``batch-sender run`` end to end (stage + send) on ``kind``, by ``workers`` processes."""
+    exe = shutil.which("batch-sender", path=str(Path(sys.executable).parent)) or "batch-sender"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        fresh_database(kind) as url,
+        simulator_process() as gateway,
+    ):
+        src = Path(tmp) / "send.csv"
+        with src.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["to", "name"])
+            out.writerows((f"4479{n:08d}", f"N{n}") for n in range(count))
+        env = {**os.environ, **CREDENTIALS, "BATCH_SENDER_DB": url,
+               "BATCH_SENDER_GATEWAY_URL": gateway}  # fmt: skip
+        command = [exe, "run", str(src), "--text", "Hi", "--name", "send", "--json",
+                   "--concurrency", "8"]  # fmt: skip
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            for _ in range(workers)
+        ]
+        results = [json.loads(p.communicate()[0]) for p in procs]
+        wall = time.perf_counter() - start
+    sent = results[0]["counts"].get("sent", 0)
+    print(
+        f"{kind:10} send path, {workers} process{'es' if workers > 1 else ''}:"
+        f" {sent:,} sent in {wall:5.1f} s = {sent / wall:>8,.0f} recipients/s (stage included)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=100)
     parser.add_argument("--db", default="sqlite,postgresql,mariadb")
     parser.add_argument("--pg-insert-methods", action="store_true")
+    parser.add_argument("--sync-commit", action="store_true")
+    parser.add_argument("--send", type=int, default=0, metavar="N")
+    parser.add_argument("--workers", default="1")
+    parser.add_argument("--skip-store", action="store_true", help="only the --send runs")
     args = parser.parse_args()
-    for kind in args.db.split(","):
-        bench(kind, args.rows, args.chunk)
+    kinds = args.db.split(",")
+    if not args.skip_store:
+        for kind in kinds:
+            bench(kind, args.rows, args.chunk)
+    if args.sync_commit:
+        bench_synchronous_record(args.rows, args.chunk)
     if args.pg_insert_methods:
         bench_pg_insert_methods(args.rows)
+    if args.send:
+        for kind in kinds:
+            bench_send(kind, args.send, 1)
+        for workers in (int(w) for w in args.workers.split(",")):
+            if workers > 1:
+                bench_send("postgresql", args.send, workers)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from batch_sender.store import Store
 
-__all__ = ["MARIADB_URL", "POSTGRES_URL", "db_url", "fresh_db_url", "store"]
+__all__ = ["MARIADB_URL", "POSTGRES_URL", "db_url", "fresh_db_url", "require", "store"]
 
 POSTGRES_URL = os.environ.get(
     "BATCH_SENDER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -43,7 +43,8 @@ def _unreachable(url: str) -> str | None:
     return None
 
 
-def _require(kind: str, url: str) -> None:
+def require(kind: str, url: str) -> None:
+    """Skip (or, under CI, fail) the test when the server at ``url`` cannot be reached."""
     reason = _unreachable(url)
     if reason is None:
         return
@@ -54,7 +55,7 @@ def _require(kind: str, url: str) -> None:
 
 
 def _postgres_url() -> Iterator[str]:
-    _require("PostgreSQL", POSTGRES_URL)
+    require("PostgreSQL", POSTGRES_URL)
     schema = f"bs_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -69,7 +70,7 @@ def _postgres_url() -> Iterator[str]:
 
 
 def _mariadb_url() -> Iterator[str]:
-    _require("MariaDB", MARIADB_URL)
+    require("MariaDB", MARIADB_URL)
     database = f"bs_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(MARIADB_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

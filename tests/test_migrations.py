@@ -10,7 +10,7 @@ from batch_sender.store import Store, migrate
 from batch_sender.store.engine import begin_write, create
 from batch_sender.store.tables import metadata
 
-TABLES = {"campaigns", "messages", "recipients"}
+TABLES = {"campaigns", "messages", "recipients", "delivery_events", "suppressions", "rate_limits"}
 VIEWS = {"results", "campaign_summary"}
 
 

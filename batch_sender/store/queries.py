@@ -3,7 +3,10 @@
 The database *is* the queue (DESIGN.md §2, §7): recipients are staged ``pending`` before anything
 is sent, claimed in committed transactions (``pending → sending``) by any number of workers, and
 written back once. PostgreSQL and MariaDB claim with ``SELECT … FOR UPDATE SKIP LOCKED``; SQLite
-serialises writers with ``BEGIN IMMEDIATE``. Every SQLAlchemy error leaves as ``StoreError``.
+serialises writers with ``BEGIN IMMEDIATE``. Workers on several machines also share, through it,
+a lease on their claims (``touch_claims``), one send schedule per account (``reserve_rate``) and
+a lock so that one of them at a time settles the others' orphans (``exclusive``). Every
+SQLAlchemy error leaves as ``StoreError``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -19,6 +23,7 @@ from typing import Any
 
 from alembic.util.exc import CommandError
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Row,
@@ -29,6 +34,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +62,7 @@ from batch_sender.store.tables import (
     UTCDateTime,
     campaigns,
     messages,
+    rate_limits,
     recipients,
     results_view,
 )
@@ -70,6 +77,15 @@ RESULTS_FETCH = 2000  # rows fetched per round trip when streaming the results v
 _ID_BATCH = 1000  # ids per "WHERE id IN (…)"
 _ENDED = frozenset({"finished", "stopped", "interrupted"})
 _SETTLEABLE = (Status.SENDING.value, Status.UNKNOWN.value)
+_SERVER_ENGINES = frozenset({"postgresql", "mysql", "mariadb"})
+#: The database's own clock in seconds since the epoch (one clock for every worker's machine).
+_DB_EPOCH = {
+    "postgresql": "SELECT extract(epoch from clock_timestamp())",
+    "mysql": "SELECT UNIX_TIMESTAMP(SYSDATE(6))",
+    "mariadb": "SELECT UNIX_TIMESTAMP(SYSDATE(6))",
+    "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+}
+_LOCK_NAME_LENGTH = 64  # MariaDB/MySQL's limit on GET_LOCK names
 
 _r = recipients.c
 
@@ -194,6 +210,9 @@ class Store:
         self._engine = engine
         self._url = url
         self._messages: dict[int, _Message] = {}  # immutable rows, cached for claims
+        #: called before each claim with the campaign id: an extra condition on the rows it may
+        #: take, or None (operators' controls: send windows, --not-after; windows.ClaimGate)
+        self.before_claim: Callable[[int], ColumnElement[bool] | None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -264,6 +283,11 @@ class Store:
     def engine(self) -> Engine:
         """The SQLAlchemy engine, for tests and tools that need to look underneath."""
         return self._engine
+
+    @property
+    def shared(self) -> bool:
+        """Whether this database can be shared by workers on several machines (not SQLite)."""
+        return self._engine.dialect.name in _SERVER_ENGINES
 
     # -- campaigns ---------------------------------------------------------------------------
 
@@ -358,7 +382,13 @@ class Store:
         """
         if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
             raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
-        pending = (_r.campaign_id == campaign_id, _r.status == Status.PENDING.value)
+        pending: tuple[ColumnElement[bool], ...] = (
+            _r.campaign_id == campaign_id,
+            _r.status == Status.PENDING.value,
+        )
+        extra = None if self.before_claim is None else self.before_claim(campaign_id)
+        if extra is not None:
+            pending = (*pending, extra)
         with (
             engines.store_errors("claiming recipients", self._url),
             engines.begin_write(self._engine) as conn,
@@ -438,6 +468,7 @@ class Store:
             engines.store_errors("recording outcomes", self._url),
             engines.begin_write(self._engine) as conn,
         ):
+            _asynchronous_commit(conn)
             if conn.dialect.name in ("mysql", "mariadb"):
                 # PyMySQL runs an UPDATE executemany as one round trip per row: send one
                 # UPDATE … SET col = CASE id WHEN … END per slice instead
@@ -486,9 +517,7 @@ class Store:
     ) -> list[InFlight]:
         """Rows in ``statuses`` (claimed before ``older_than``), one group per request."""
         stmt = (
-            select(
-                _r.id, _r.msisdn, _r.client_message_id, _r.status, _r.claimed_by, _r.claimed_at
-            )
+            select(_r.id, _r.msisdn, _r.client_message_id, _r.status, _r.claimed_by, _r.claimed_at)
             .where(_r.campaign_id == campaign_id, _r.status.in_([s.value for s in statuses]))
             .order_by(_r.client_message_id, _r.status, _r.id)
         )
@@ -511,6 +540,122 @@ class Store:
                 )
             )
         return groups
+
+    def touch_claims(self, campaign_id: int, worker: str) -> int:
+        """Renew the lease on ``worker``'s ``sending`` rows (``claimed_at`` = now); how many.
+
+        Rows another transaction holds (being recorded right now) are skipped rather than waited
+        for, so a heartbeat never deadlocks with its own worker's writes.
+        """
+        mine = (
+            _r.campaign_id == campaign_id,
+            _r.status == Status.SENDING.value,
+            _r.claimed_by == worker[:64],
+        )
+        touched = 0
+        with (
+            engines.store_errors("renewing claims", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            _asynchronous_commit(conn)  # a lost heartbeat only shortens a lease
+            ids = (
+                conn.execute(select(_r.id).where(*mine).with_for_update(skip_locked=True))
+                .scalars()
+                .all()
+            )
+            now = _now()
+            for start in range(0, len(ids), _ID_BATCH):
+                done = conn.execute(
+                    update(recipients)
+                    .where(_r.id.in_(ids[start : start + _ID_BATCH]), *mine)
+                    .values(claimed_at=now)
+                )
+                touched += done.rowcount
+        return touched
+
+    def reserve_rate(self, account: str, units: float, *, rate: float) -> float:
+        """Reserve ``units`` of ``account``'s shared schedule; seconds until they may start.
+
+        The schedule is one row (``rate_limits``) locked for the reservation: the slots start at
+        the later of "now" and the end of every earlier reservation, on the database's clock, so
+        workers on machines with different clocks still share one timeline. The caller sends its
+        units evenly over ``[delay, delay + units / rate)`` from the moment this returns.
+        """
+        if rate <= 0 or units <= 0:
+            raise ValueError("rate and units must be positive")
+        account = account[:200]
+        with engines.store_errors("reserving send slots", self._url):
+            self._ensure_rate_row(account, rate)
+            with engines.begin_write(self._engine) as conn:
+                next_at = conn.execute(
+                    select(rate_limits.c.next_at)
+                    .where(rate_limits.c.account == account)
+                    .with_for_update()
+                ).scalar_one()
+                now = float(conn.exec_driver_sql(_DB_EPOCH[conn.dialect.name]).scalar_one())
+                start = max(now, float(next_at))
+                conn.execute(
+                    update(rate_limits)
+                    .where(rate_limits.c.account == account)
+                    .values(next_at=start + units / rate, rate=rate, updated_at=_now())
+                )
+        return start - now
+
+    def _ensure_rate_row(self, account: str, rate: float) -> None:
+        """Create ``account``'s schedule row if it is missing (a concurrent creator wins)."""
+        with self._engine.connect() as conn:
+            exists = conn.execute(
+                select(rate_limits.c.account).where(rate_limits.c.account == account)
+            ).first()
+        if exists is not None:
+            return
+        try:
+            with engines.begin_write(self._engine) as conn:
+                conn.execute(
+                    insert(rate_limits).values(
+                        account=account, next_at=0.0, rate=rate, updated_at=_now()
+                    )
+                )
+        except IntegrityError:
+            pass  # another worker created it first
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Try to take a database-wide lock called ``name`` without waiting; yield whether held.
+
+        For work that one worker at a time should do, such as settling the orphans of a
+        campaign: a worker that does not get the lock skips, another is doing it. PostgreSQL uses
+        an advisory lock, MariaDB/MySQL ``GET_LOCK`` (both per schema/database and released if
+        the process dies); SQLite, one machine's store, always yields True.
+        """
+        dialect = self._engine.dialect.name
+        if dialect not in _SERVER_ENGINES:
+            yield True
+            return
+        if dialect == "postgresql":
+            key = "hashtext(current_schema() || '.' || :name)"
+            take, give = f"SELECT pg_try_advisory_lock({key})", f"SELECT pg_advisory_unlock({key})"
+        else:
+            key = f"LEFT(CONCAT(COALESCE(DATABASE(), ''), '.', :name), {_LOCK_NAME_LENGTH})"
+            take, give = f"SELECT GET_LOCK({key}, 0)", f"SELECT RELEASE_LOCK({key})"
+        with engines.store_errors(f"taking lock {name!r}", self._url):
+            conn = self._engine.connect()
+        try:
+            with engines.store_errors(f"taking lock {name!r}", self._url):
+                held = bool(conn.execute(text(take), {"name": name}).scalar())
+                conn.commit()  # a session lock: it outlives the transaction, which must not idle
+            try:
+                yield held
+            finally:
+                if held:
+                    with engines.store_errors(f"releasing lock {name!r}", self._url):
+                        conn.execute(text(give), {"name": name})
+                        conn.commit()
+        except BaseException:
+            conn.invalidate()  # never hand a connection that may hold the lock back to the pool
+            raise
+        finally:
+            conn.close()
 
     def requeue_unknown(self, campaign_id: int) -> int:
         """Put ``unknown`` rows back to ``pending`` (``--resend-unknown``); how many moved."""
@@ -726,6 +871,18 @@ class Store:
                 self._messages.clear()
             self._messages[message_id] = cached
         return cached
+
+
+def _asynchronous_commit(conn: Connection) -> None:
+    """Let this PostgreSQL transaction commit without waiting for its WAL flush.
+
+    For writes whose loss in a database crash is safe (an outcome lost leaves its row
+    ``sending``, settled later with ``querymsg``; a lost heartbeat shortens a lease): about half
+    of a claim+record cycle's time on PostgreSQL is spent waiting for the flush otherwise. Claims
+    stay synchronous: a lost claim could send a row twice. Other engines: nothing to do.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 def _campaign(row: Row[Any]) -> Campaign:

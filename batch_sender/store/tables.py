@@ -21,10 +21,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -41,11 +43,14 @@ __all__ = [
     "CAMPAIGN_STATUSES",
     "UTCDateTime",
     "campaigns",
+    "delivery_events",
     "messages",
     "metadata",
+    "rate_limits",
     "recipients",
     "results_view",
     "summary_view",
+    "suppressions",
 ]
 
 #: Life cycle of a campaign row, in order of appearance.
@@ -62,6 +67,8 @@ CLIENT_MESSAGE_ID_LENGTH = 32  # Clickatell's climsgid limit
 LONG_TEXT: TypeEngine[str] = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 # SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (cheap autoincrement).
 BIG_ID: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
+# Credits (callbacks send e.g. "0.8"); exact decimal in the database, float in Python.
+CHARGE: TypeEngine[float] = Numeric(12, 4, asdecimal=False)
 
 metadata = MetaData(
     naming_convention={
@@ -146,6 +153,12 @@ recipients = Table(
     Column("claimed_by", String(64), nullable=True),  # worker id holding the claim
     Column("claimed_at", UTCDateTime(), nullable=True),  # start of the claim (lease)
     Column("updated_at", UTCDateTime(), nullable=False),
+    # delivery (revision 0002): the latest status the gateway reported, its time, the charge
+    Column("delivery_status", String(3), nullable=True),  # 3-digit code, delivery.statuses
+    Column("delivered_at", UTCDateTime(), nullable=True),  # time of that status (gateway's)
+    Column("charge", CHARGE, nullable=True),  # credits, from callbacks
+    # send windows (revision 0003): phonenumbers time-zone prefix, filled when first needed
+    Column("tz_key", String(16), nullable=True),
     UniqueConstraint("campaign_id", "row_no"),
     # claiming: pending rows of a campaign, one message at a time, lowest ids first
     Index(None, "campaign_id", "status", "message_id", "id"),
@@ -168,6 +181,44 @@ recipients = Table(
     **_MYSQL_OPTIONS,
 )
 
+#: Every distinct delivery status a message reported (callback or querymsg), oldest first.
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    Column("recipient_id", BIG_ID, ForeignKey("recipients.id"), nullable=False),
+    Column("status", String(3), nullable=False),
+    Column("status_at", UTCDateTime(), nullable=True),  # the gateway's timestamp
+    Column("charge", CHARGE, nullable=True),
+    Column("source", String(10), nullable=False),  # "callback" or "querymsg"
+    Column("received_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("recipient_id", "status"),  # a repeated report is recorded once
+    **_MYSQL_OPTIONS,
+)
+
+#: One send schedule per gateway account, shared by every worker on any machine (revision 0004):
+#: a GCRA "theoretical arrival time" that workers push forward under a row lock to reserve slots.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("account", String(200), primary_key=True),  # api_id:user@host, never a password
+    Column("next_at", Double(), nullable=False),  # next free slot: epoch s, database clock
+    Column("rate", Double(), nullable=False),  # units/s of the latest reservation, for operators
+    Column("updated_at", UTCDateTime(), nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
+#: The suppression (opt-out) list (revision 0003): numbers never sent to, in any campaign.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("msisdn", String(MSISDN_LENGTH), primary_key=True),  # normalised international digits
+    Column("source", String(20), nullable=False),  # "cli", "import" or "mo" (a STOP reply)
+    Column("note", String(255), nullable=True),  # e.g. the text of the STOP reply
+    Column("created_at", UTCDateTime(), nullable=False),
+    **_MYSQL_OPTIONS,
+)
+
 # The views are created by raw SQL in a revision and are not part of ``metadata`` (so schema
 # comparison ignores them); these clauses only let queries select from them in Core.
 
@@ -186,6 +237,10 @@ results_view = table(
     column("parts", Integer),
     column("attempts", Integer),
     column("updated_at", UTCDateTime()),
+    column("delivery_status", String),
+    column("delivery_status_name", String),
+    column("delivered_at", UTCDateTime()),
+    column("charge", CHARGE),
 )
 
 #: ``campaign_summary``: recipients and message parts per campaign and status.
@@ -196,4 +251,7 @@ summary_view = table(
     column("status", String),
     column("recipients", Integer),
     column("parts", Integer),
+    column("delivered", Integer),  # delivery status 004
+    column("undelivered", Integer),  # a final delivery error (005, 006, 007, 009, 010, 012, 014)
+    column("charge", CHARGE),  # credits charged, from callbacks
 )
