@@ -209,19 +209,21 @@ def run(
     other workers' in-flight rows when nothing changes.
     """
     stop = stop or threading.Event()
+    try:
+        # fail fast on credentials or a wrong URL, before staging a million rows
+        client.auth()
+    except RunStopped:
+        raise
+    except GatewayError as exc:
+        raise InputError(f"cannot reach the gateway at {client.url}: {exc}") from exc
     campaign, staged = stage(store, source, settings, preparer)
     source.close()
     if on_staged is not None:
         on_staged(campaign, _counts(store, campaign.id))
-    try:
-        client.auth()  # fail fast on credentials or a wrong URL, before claiming anything
-    except RunStopped as exc:
-        store.set_status(campaign.id, STATUS_STOPPED)
-        return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
-    except GatewayError as exc:
-        raise InputError(f"cannot reach the gateway at {client.url}: {exc}") from exc
     _settle_orphans(store, client, campaign.id, lease)
     if settings.resend_unknown:
+        # ask first: an unknown row the gateway did accept must not be sent again
+        _settle_orphans(store, client, campaign.id, lease, statuses=(Status.UNKNOWN,))
         requeued = store.requeue_unknown(campaign.id)
         log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
     store.set_status(campaign.id, STATUS_RUNNING)
@@ -241,6 +243,7 @@ def run(
         stop=stop,
         worker=worker,
         progress=progress,
+        backoff_scale=settings.backoff_scale,
     )
     with _Heartbeat(store, client, campaign.id, worker, lease=lease):
         stats = sender.run()
@@ -290,7 +293,14 @@ def _limiter(
     return SharedRateLimiter(rate, reserve)
 
 
-def _settle_orphans(store: Store, client: GatewayClient, campaign_id: int, lease: float) -> None:
+def _settle_orphans(
+    store: Store,
+    client: GatewayClient,
+    campaign_id: int,
+    lease: float,
+    *,
+    statuses: tuple[Status, ...] = (Status.SENDING,),
+) -> None:
     """Settle the rows of dead workers, unless another worker is doing it right now.
 
     One settler at a time: two settlers could both hear "never accepted" for one request, and
@@ -301,7 +311,7 @@ def _settle_orphans(store: Store, client: GatewayClient, campaign_id: int, lease
     try:
         with store.exclusive(f"batch_sender.settle.{campaign_id}") as held:
             if held:
-                settle.settle(store, client, campaign_id, lease=lease)
+                settle.settle(store, client, campaign_id, statuses=statuses, lease=lease)
     finally:
         _settling.release()
 

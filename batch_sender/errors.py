@@ -11,6 +11,7 @@
         ├── RetryableError                the request did not take effect: retry with backoff
         │   ├── TransportError            connect error / connect or pool timeout (never left)
         │   ├── ServerBusy                HTTP 429/5xx; ``retry_after`` seconds if the server said
+        │   │                             (a bare 500 page is not retried: retry.is_retryable)
         │   ├── SoapFault                 a SOAP Fault from the server
         │   └── InternalGatewayError      ERR 901 "Please retry"
         ├── SessionExpired                ERR 003/005: authenticate again, then retry

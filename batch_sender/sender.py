@@ -61,6 +61,11 @@ STOP_GRACE = 5.0
 _live_workers: set[str] = set()  # claimed_by of the Senders running in this process
 
 
+def new_client_message_id() -> str:
+    """A unique ``climsgid`` for one request: 32 hex digits (the API allows 32 alphanumerics)."""
+    return os.urandom(16).hex()
+
+
 def worker_id() -> str:
     """Who claims rows: host, process and a per-run token (``claimed_by``)."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -252,21 +257,20 @@ class Sender:
         _live_workers.add(self._worker)
         try:
             while True:
-                while (
-                    not exhausted
-                    and not self._stop.is_set()
-                    and len(in_flight) < self._concurrency * QUEUE_DEPTH
-                ):
-                    chunk = self._store.claim_chunk(
+                room = self._concurrency * QUEUE_DEPTH - len(in_flight)
+                if not exhausted and not self._stop.is_set() and room >= self._concurrency:
+                    # claim in batches, once a worker's worth of room is free: one transaction
+                    # for several chunks, and never so many that claims sit idle for long
+                    chunks = self._store.claim_chunks(
                         self._campaign_id,
                         size=self._chunk_size,
-                        client_message_id=uuid.uuid4().hex,
+                        count=room,
                         worker=self._worker,
+                        new_id=new_client_message_id,
                     )
-                    if chunk is None:
-                        exhausted = True
-                        break
-                    in_flight[pool.submit(chunk)] = chunk
+                    exhausted = not chunks
+                    for chunk in chunks:
+                        in_flight[pool.submit(chunk)] = chunk
                 if not in_flight:
                     break
                 timeout = POLL_INTERVAL

@@ -27,16 +27,15 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
-    bindparam,
     case,
     func,
     insert,
     literal,
-    or_,
     select,
     text,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Update
 
@@ -189,6 +188,50 @@ def _batched(rows: Iterable[StagedRow], size: int) -> Iterator[list[StagedRow]]:
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
+
+
+class _ClaimSql:
+    """The queue's hot statements as driver SQL, built once per dialect.
+
+    Claiming and recording run once per request; going through the driver directly (with the
+    one timestamp converted once) costs a fraction of building Core constructs every time.
+    """
+
+    _cache: dict[str, _ClaimSql] = {}
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        self._claims: dict[int, str] = {}
+        m = self.mark
+        self.record = (
+            f"UPDATE recipients SET status = {m}, api_message_id = {m}, error_code = {m}, "
+            f"error_description = {m}, updated_at = {m} "
+            f"WHERE id = {m} AND status IN ('sending', 'unknown')"
+        )
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> _ClaimSql:
+        key = f"{dialect.name}+{dialect.driver}"
+        found = cls._cache.get(key)
+        if found is None:
+            found = cls._cache[key] = cls(dialect)
+        return found
+
+    def timestamp(self, value: datetime) -> Any:
+        return value if self._to_db is None else self._to_db(value)
+
+    def claim(self, n: int) -> str:
+        """UPDATE claiming ``n`` ids: (client_message_id, worker, claimed_at, updated_at, *ids)."""
+        sql = self._claims.get(n)
+        if sql is None:
+            m = self.mark
+            sql = self._claims[n] = (
+                f"UPDATE recipients SET status = 'sending', client_message_id = {m}, "
+                f"claimed_by = {m}, claimed_at = {m}, attempts = attempts + 1, "
+                f"updated_at = {m} WHERE id IN ({', '.join([m] * n)})"
+            )
+        return sql
 
 
 class _NameTaken(Exception):
@@ -380,8 +423,28 @@ class Store:
         The claim is committed before this returns: the rows are ``sending``, stamped with
         ``client_message_id`` and ``worker``, and no other claimer can get them.
         """
-        if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
-            raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
+        ids = iter((client_message_id,))
+        chunks = self.claim_chunks(
+            campaign_id, size=size, count=1, worker=worker, new_id=lambda: next(ids)
+        )
+        return chunks[0] if chunks else None
+
+    def claim_chunks(
+        self,
+        campaign_id: int,
+        *,
+        size: int,
+        count: int,
+        worker: str,
+        new_id: Callable[[], str],
+    ) -> list[Chunk]:
+        """Claim up to ``count`` chunks of up to ``size`` recipients each, in one transaction.
+
+        Each chunk shares one payload and gets its own client message ID from ``new_id``. One
+        SELECT (``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB) finds the rows, one UPDATE per
+        chunk claims them, one commit makes every claim durable before any request leaves. An
+        empty list means nothing is pending (or everything pending is locked by other workers).
+        """
         pending: tuple[ColumnElement[bool], ...] = (
             _r.campaign_id == campaign_id,
             _r.status == Status.PENDING.value,
@@ -389,81 +452,54 @@ class Store:
         extra = None if self.before_claim is None else self.before_claim(campaign_id)
         if extra is not None:
             pending = (*pending, extra)
+        claimed: list[tuple[str, int, list[tuple[int, str]]]] = []
         with (
             engines.store_errors("claiming recipients", self._url),
             engines.begin_write(self._engine) as conn,
         ):
-            message_id = conn.execute(
-                select(_r.message_id)
+            rows = conn.execute(
+                select(_r.id, _r.msisdn, _r.message_id)
                 .where(*pending)
                 .order_by(_r.message_id, _r.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).scalar()
-            if message_id is None:
-                return None
-            claimed = conn.execute(
-                select(_r.id, _r.msisdn)
-                .where(*pending, _r.message_id == message_id)
-                .order_by(_r.id)
-                .limit(size)
+                .limit(size * count)
                 .with_for_update(skip_locked=True)
             ).all()
-            ids = [row.id for row in claimed]
-            now = _now()
-            conn.execute(
-                update(recipients)
-                .where(_r.id.in_(ids))
-                .values(
-                    status=Status.SENDING.value,
-                    client_message_id=client_message_id,
-                    claimed_by=worker[:64],
-                    claimed_at=now,
-                    attempts=_r.attempts + 1,
-                    updated_at=now,
+            if not rows:
+                return []
+            for message_id, group in itertools.groupby(rows, key=lambda row: row.message_id):
+                members = [(row.id, row.msisdn) for row in group]
+                for start in range(0, len(members), size):
+                    if len(claimed) < count:
+                        claimed.append((new_id(), message_id, members[start : start + size]))
+            sql = _ClaimSql.for_dialect(conn.dialect)
+            now = sql.timestamp(_now())
+            worker = worker[:64]
+            for client_message_id, _, members in claimed:
+                if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
+                    raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
+                conn.exec_driver_sql(
+                    sql.claim(len(members)),
+                    (client_message_id, worker, now, now, *(rid for rid, _ in members)),
                 )
+            payloads = {mid: self._message(conn, mid) for mid in {m for _, m, _ in claimed}}
+        return [
+            Chunk(
+                campaign_id=campaign_id,
+                client_message_id=client_message_id,
+                message_id=message_id,
+                wire_text=payloads[message_id].wire_text,
+                unicode=payloads[message_id].unicode,
+                parts=payloads[message_id].parts,
+                recipients=tuple(ChunkRecipient(rid, msisdn) for rid, msisdn in members),
             )
-            message = self._message(conn, message_id)
-        return Chunk(
-            campaign_id=campaign_id,
-            client_message_id=client_message_id,
-            message_id=message_id,
-            wire_text=message.wire_text,
-            unicode=message.unicode,
-            parts=message.parts,
-            recipients=tuple(ChunkRecipient(row.id, row.msisdn) for row in claimed),
-        )
+            for client_message_id, message_id, members in claimed
+        ]
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Write outcomes in one transaction; only rows still ``sending`` or ``unknown`` change."""
         if not outcomes:
             return
         now = _now()
-        params = [
-            {
-                "b_id": o.recipient_id,
-                "b_status": o.status.value,
-                "b_api": _clip(o.api_message_id, API_MESSAGE_ID_LENGTH),
-                "b_code": _clip(o.error_code, ERROR_CODE_LENGTH),
-                "b_description": _clip(o.error_description, ERROR_DESCRIPTION_LENGTH),
-                "b_now": now,
-            }
-            for o in outcomes
-        ]
-        stmt = (
-            update(recipients)
-            .where(  # (no IN: expanding parameters cannot be used with executemany)
-                _r.id == bindparam("b_id"),
-                or_(*(_r.status == status for status in _SETTLEABLE)),
-            )
-            .values(
-                status=bindparam("b_status"),
-                api_message_id=bindparam("b_api"),
-                error_code=bindparam("b_code"),
-                error_description=bindparam("b_description"),
-                updated_at=bindparam("b_now", type_=UTCDateTime()),
-            )
-        )
         with (
             engines.store_errors("recording outcomes", self._url),
             engines.begin_write(self._engine) as conn,
@@ -474,8 +510,24 @@ class Store:
                 # UPDATE … SET col = CASE id WHEN … END per slice instead
                 for start in range(0, len(outcomes), _ID_BATCH):
                     conn.execute(_update_by_case(outcomes[start : start + _ID_BATCH], now))
-            else:
-                conn.execute(stmt, params)
+                return
+            sql = _ClaimSql.for_dialect(conn.dialect)
+            stamp = sql.timestamp(now)
+            conn.exec_driver_sql(
+                sql.record,
+                [
+                    # (a Status is a str; slicing only what may be long keeps this loop cheap)
+                    (
+                        o.status,
+                        o.api_message_id and o.api_message_id[:API_MESSAGE_ID_LENGTH],
+                        o.error_code and o.error_code[:ERROR_CODE_LENGTH],
+                        o.error_description and o.error_description[:ERROR_DESCRIPTION_LENGTH],
+                        stamp,
+                        o.recipient_id,
+                    )
+                    for o in outcomes
+                ],
+            )
 
     def release(
         self, recipient_ids: Sequence[int], *, from_statuses: Sequence[Status] = (Status.SENDING,)
