@@ -32,14 +32,21 @@ from batch_sender.errors import InputError
     default="-",
     help="Write to this file instead of stdout.",
 )
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write a self-contained HTML page (chart of deliveries over time) to this file.",
+)
 @db_option
-def report(name: str | None, fmt: str, output: Any, db_url: str) -> None:
-    """Show what happened to a campaign (default: the latest one).
+def report(name: str | None, fmt: str, output: Any, html_file: Path | None, db_url: str) -> None:
+    """Show what happened to a campaign (default: the latest one): states, delivery, cost.
 
     \b
     Examples:
       batch-sender report
       batch-sender report campaign-2026-11-25 --format csv -o results.csv
+      batch-sender report campaign-2026-11-25 --html report.html
     """
     from batch_sender.store import Store
 
@@ -56,6 +63,11 @@ def report(name: str | None, fmt: str, output: Any, db_url: str) -> None:
             reports.write_csv(store.results(built.campaign.id), output)
         else:
             output.write(reports.render_table(built) + "\n")
+        if html_file is not None:
+            try:
+                reports.write_html(built, html_file)
+            except OSError as exc:
+                raise InputError(f"cannot write {html_file}: {exc.strerror or exc}") from exc
 
 
 @click.command()

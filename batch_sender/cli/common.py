@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import click
 
+from batch_sender import settings_file
 from batch_sender.config import DEFAULT_DB_URL, GatewaySettings
-from batch_sender.errors import BatchSenderError
+from batch_sender.errors import BatchSenderError, InputError
 
 log = logging.getLogger("batch_sender")
 
@@ -37,15 +37,100 @@ def errors() -> Iterator[None]:
         raise Fail(exc) from exc
 
 
-def setup_logging(verbose: bool) -> None:
+LOG_FORMATS = ("text", "json")
+
+
+def setup_logging(verbose: bool, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
-    )
     root = logging.getLogger("batch_sender")
     root.handlers[:] = [handler]
+    set_log_format(log_format)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+def set_log_format(log_format: str) -> None:
+    """Plain lines (``text``) or one JSON object per line (``json``) on stderr."""
+    from batch_sender import observe
+
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = observe.JsonFormatter()
+    else:
+        formatter = logging.Formatter(
+            "%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"
+        )
+    for handler in logging.getLogger("batch_sender").handlers:
+        handler.setFormatter(formatter)
+
+
+def config_file(ctx: click.Context | None = None) -> settings_file.ConfigFile:
+    """The configuration file the ``batch-sender`` group loaded (an empty one outside it)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    obj = None if ctx is None else ctx.find_root().obj
+    return obj if isinstance(obj, settings_file.ConfigFile) else settings_file.ConfigFile()
+
+
+def option_keys(command: click.Command) -> dict[str, str]:
+    """Every spelling a file may use for a command's options → the parameter name."""
+    keys: dict[str, str] = {}
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        keys[param.name] = param.name
+        for opt in (*param.opts, *param.secondary_opts):
+            keys[settings_file.key(opt.lstrip("-"))] = param.name
+    return keys
+
+
+def default_map(config: settings_file.ConfigFile, group: click.Group) -> dict[str, Any]:
+    """The file as click's ``default_map`` for ``group``'s commands; unknown keys fail (exit 2).
+
+    Top-level keys reach every command that has the option; a ``[command]`` table only that
+    command; a group's table (``[suppress]``) its subcommands, ``[suppress.add]`` one of them.
+    """
+    used: set[str] = set(settings_file.SPECIAL_KEYS)
+
+    def build(command: click.Command, section: dict[str, Any], where: str) -> dict[str, Any]:
+        keys = option_keys(command)
+        subs = command.commands if isinstance(command, click.Group) else {}
+        sub_keys = {k for sub in subs.values() for k in option_keys(sub)}
+        out: dict[str, Any] = {}
+        for name, value in config.top.items():
+            if name in keys:
+                out[keys[name]] = value
+                used.add(name)
+        for name, value in section.items():
+            if isinstance(value, dict) and name in {settings_file.key(n) for n in subs}:
+                continue
+            if name in keys:
+                out[keys[name]] = value
+            elif name not in sub_keys:
+                raise InputError(f"configuration file {config.path}: [{where}] has no {name!r}")
+        for sub_name, sub in subs.items():
+            inherited = {
+                k: v
+                for k, v in section.items()
+                if not isinstance(v, dict) and k in option_keys(sub)
+            }
+            nested = section.get(settings_file.key(sub_name))
+            if isinstance(nested, dict):
+                inherited.update(nested)
+            out[sub_name] = build(sub, inherited, f"{where}.{sub_name}")
+        return out
+
+    result = {
+        name: build(command, dict(config.sections.get(settings_file.key(name), {})), name)
+        for name, command in group.commands.items()
+    }
+    known = {settings_file.key(n) for n in group.commands}
+    for name in config.sections:
+        if name not in known:
+            raise InputError(f"configuration file {config.path}: no command [{name}]")
+    for name in config.top:
+        if name not in used:
+            raise InputError(f"configuration file {config.path}: no command has {name!r}")
+    return result
 
 
 db_option = click.option(
@@ -59,10 +144,12 @@ db_option = click.option(
 
 
 def gateway_settings(url: str, *, read_timeout: float = 60.0) -> GatewaySettings:
+    """Gateway URL and credentials: environment, else the credentials file, else the config."""
+    creds = settings_file.credentials(config_file())
     return GatewaySettings(
         url=url,
-        api_id=os.environ.get("CLICKATELL_API_ID", ""),
-        user=os.environ.get("CLICKATELL_USER", ""),
-        password=os.environ.get("CLICKATELL_PASSWORD", ""),
+        api_id=creds["api_id"].value,
+        user=creds["user"].value,
+        password=creds["password"].value,
         read_timeout=read_timeout,
     )

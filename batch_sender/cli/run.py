@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, tzinfo
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
-from batch_sender import campaign, report, sources
-from batch_sender.cli.common import db_option, errors, gateway_settings
+from batch_sender import campaign, observe, prepare, report, sources, windows
+from batch_sender.cli.common import (
+    LOG_FORMATS,
+    db_option,
+    errors,
+    gateway_settings,
+    set_log_format,
+)
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
@@ -33,12 +41,42 @@ from batch_sender.config import (
     MessageOptions,
     RunSettings,
 )
-from batch_sender.errors import EXIT_INTERRUPTED, InputError
+from batch_sender.errors import (
+    EXIT_GATEWAY_STOP,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    InputError,
+    StoreError,
+)
 from batch_sender.sender import SendProgress
 
 log = logging.getLogger("batch_sender")
 
 PROGRESS_LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal
+#: multiplies every retry wait; a hidden knob for fault-injection tests (not an option)
+BACKOFF_SCALE_ENV = "BATCH_SENDER_BACKOFF_SCALE"
+_SENDER_ID = re.compile(r"[0-9]{1,16}|[A-Za-z0-9]{1,11}")  # <from>: the gateway answers 106 else
+
+
+def _sender_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _SENDER_ID.fullmatch(value):
+        raise click.BadParameter(
+            f"{value!r}: a sender ID is up to 16 digits or up to 11 letters and digits"
+        )
+    return value
+
+
+def _backoff_scale() -> float:
+    raw = os.environ.get(BACKOFF_SCALE_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100:
+        raise InputError(f"{BACKOFF_SCALE_ENV}={raw!r}: expected a number in (0, 100]")
+    return value
 
 
 def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -73,7 +111,12 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="Campaign name. Default: <source file stem>-<YYYY-MM-DD>, so a "
     "second run the same day resumes instead of sending again.",
 )
-@click.option("--from", "sender", help="Sender ID (<from>): up to 16 digits or 11 letters/digits.")
+@click.option(
+    "--from",
+    "sender",
+    callback=_sender_id,
+    help="Sender ID (<from>): up to 16 digits or 11 letters/digits.",
+)
 @click.option("--flash", is_flag=True, help="Send as flash SMS (msg_type SMS_FLASH).")
 @click.option(
     "--unicode/--no-unicode",
@@ -154,9 +197,62 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=campaign.DEFAULT_LEASE,
+    show_default=True,
+    help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
+)
+@click.option(
     "--resend-unknown",
     is_flag=True,
     help="Send 'unknown' recipients again (they may get the message twice).",
+)
+@click.option(
+    "--window",
+    metavar="HH:MM-HH:MM",
+    help="Send only between these local times of each recipient (zone from the number; "
+    "several zones: open in all). Others wait for a later run.",
+)
+@click.option(
+    "--tz",
+    metavar="ZONE",
+    help="Put every recipient in this IANA zone for --window; also the zone of --at and "
+    "--not-after times. Default: from each number; times in the machine's zone.",
+)
+@click.option(
+    "--at",
+    "at_time",
+    metavar="TIME",
+    help="Deliver at TIME ('2026-12-01 09:00', at most 7 days ahead): the gateway holds "
+    "the messages (deliv_time).",
+)
+@click.option(
+    "--validity",
+    type=click.IntRange(1, 10080),
+    help="Minutes the gateway keeps trying to deliver (validity).",
+)
+@click.option(
+    "--not-after",
+    metavar="TIME|DURATION",
+    help="Rows still pending at TIME, or DURATION after the campaign was staged (6h, 1d12h), "
+    "become 'expired' and are never sent.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write Prometheus text metrics of the run here (node_exporter textfile collector).",
+)
+@click.option(
+    "--heartbeat-url",
+    metavar="URL",
+    help="GET URL/start when the run starts and URL/<exit code> when it ends "
+    "(healthchecks.io style).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="text or json (one JSON object per line on stderr). Default: the group's setting.",
 )
 @click.option(
     "--simulator",
@@ -198,7 +294,16 @@ def run(
     read_timeout: float,
     dry_run: bool,
     as_json: bool,
+    lease: float,
     resend_unknown: bool,
+    window: str | None,
+    tz: str | None,
+    at_time: str | None,
+    validity: int | None,
+    not_after: str | None,
+    metrics_file: Path | None,
+    heartbeat_url: str | None,
+    log_format: str | None,
     simulator: bool,
     gateway_url: str,
     db_url: str,
@@ -212,68 +317,171 @@ def run(
           --source-db postgresql://reader@db/crm --name crm-2026-11-25 --text "Hi {name}"
       batch-sender run campaign.csv --text "Hello" --dry-run --json
 
+      batch-sender run daily.csv --window 08:00-20:00 --not-after 1d --metrics-file m.prom
+
     Exit codes: 0 all accepted; 1 some failed or rejected; 2 usage/input error (nothing sent);
     3 stopped by the gateway (auth, credit); 4 some outcomes unknown; 130 interrupted (resumable).
     """
-    with errors():
-        if sql_file is not None:
-            sql = sql_file.read_text(encoding="utf-8")
-        if (source_file is None) == (sql is None):
-            raise InputError("give exactly one source: a CSV file or --sql/--sql-file")
-        if binary and unicode:
-            raise InputError("--binary and --unicode do not go together")
-        source: sources.Source
-        if sql is not None:
-            if not source_db:
-                raise InputError("--sql needs --source-db URL")
-            if not name:
-                raise InputError("--sql needs --name (there is no file name to derive it from)")
-            source = sources.open_sql(source_db, sql, to_column=to_column)
-        else:
-            assert source_file is not None
-            source = sources.open_csv(source_file, to_column=to_column, delimiter=delimiter)
-            name = name or f"{source_file.stem}-{date.today().isoformat()}"
-        settings = RunSettings(
-            name=name,
-            text=text,
-            country=country,
-            strict_numbers=strict_numbers,
-            message=MessageOptions(
+    if log_format is not None:
+        set_log_format(log_format)
+    watch = _Watch(None if dry_run else metrics_file, None if dry_run else heartbeat_url)
+    watch.start()
+    code = EXIT_USAGE
+    result: campaign.RunResult | None = None
+    try:
+        with errors():
+            controls = _controls(window=window, tz=tz, not_after=not_after)
+            extra_params = _schedule(at_time, validity, params, controls.zone)
+            result = _run(
+                source_file=source_file,
+                sql=sql,
+                sql_file=sql_file,
+                source_db=source_db,
+                text=text,
+                name=name,
                 sender=sender,
                 flash=flash,
                 unicode=unicode,
                 udh=udh,
                 binary=binary,
                 callback=callback,
-                params=_params(params),
+                params=_params(params) + extra_params,
+                country=country,
+                strict_numbers=strict_numbers,
+                to_column=to_column,
+                delimiter=delimiter,
+                chunk_size=chunk_size,
+                concurrency=concurrency,
+                rate=rate,
+                max_wait=max_wait,
+                max_attempts=max_attempts,
                 max_parts=max_parts,
-            ),
-            chunk_size=chunk_size,
-            concurrency=concurrency,
-            rate=rate,
-            max_wait=max_wait,
-            max_attempts=max_attempts,
-            resend_unknown=resend_unknown,
-        )
-        if dry_run:
-            result = campaign.dry_run(source, settings)
-            source.close()
-            data = result.as_dict()
-            if as_json:
-                click.echo(json.dumps(data))
-            else:
-                for key, value in data.items():
-                    click.echo(f"{key}: {value}")
-            return
-        code = _send(
-            settings,
-            source,
-            db_url,
-            gateway_settings(gateway_url, read_timeout=read_timeout),
-            simulator=simulator,
-            as_json=as_json,
-        )
+                read_timeout=read_timeout,
+                dry_run=dry_run,
+                as_json=as_json,
+                lease=lease,
+                resend_unknown=resend_unknown,
+                simulator=simulator,
+                gateway_url=gateway_url,
+                db_url=db_url,
+                controls=controls,
+                watch=watch,
+            )
+        code = EXIT_OK_CODE if result is None else result.exit_code
+    except click.ClickException as exc:
+        code = exc.exit_code
+        raise
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+        raise
+    finally:
+        watch.finish(code, result)
     sys.exit(code)
+
+
+def _run(
+    *,
+    source_file: Path | None,
+    sql: str | None,
+    sql_file: Path | None,
+    source_db: str | None,
+    text: str | None,
+    name: str | None,
+    sender: str | None,
+    flash: bool,
+    unicode: bool | None,
+    udh: str | None,
+    binary: bool,
+    callback: int | None,
+    params: tuple[tuple[str, str], ...],
+    country: str | None,
+    strict_numbers: bool,
+    to_column: str,
+    delimiter: str | None,
+    chunk_size: int,
+    concurrency: int,
+    rate: float | None,
+    max_wait: float,
+    max_attempts: int,
+    max_parts: int,
+    read_timeout: float,
+    dry_run: bool,
+    as_json: bool,
+    lease: float,
+    resend_unknown: bool,
+    simulator: bool,
+    gateway_url: str,
+    db_url: str,
+    controls: _Controls,
+    watch: _Watch,
+) -> campaign.RunResult | None:
+    """The body of ``run``: build the settings, then dry-run or send. None after a dry run."""
+    if sql_file is not None:
+        sql = sql_file.read_text(encoding="utf-8")
+    if (source_file is None) == (sql is None):
+        raise InputError("give exactly one source: a CSV file or --sql/--sql-file")
+    if binary and unicode:
+        raise InputError("--binary and --unicode do not go together")
+    source: sources.Source
+    if sql is not None:
+        if not source_db:
+            raise InputError("--sql needs --source-db URL")
+        if not name:
+            raise InputError("--sql needs --name (there is no file name to derive it from)")
+        source = sources.open_sql(source_db, sql, to_column=to_column)
+    else:
+        assert source_file is not None
+        source = sources.open_csv(source_file, to_column=to_column, delimiter=delimiter)
+        name = name or f"{source_file.stem}-{date.today().isoformat()}"
+    settings = RunSettings(
+        name=name,
+        text=text,
+        country=country,
+        strict_numbers=strict_numbers,
+        message=MessageOptions(
+            sender=sender,
+            flash=flash,
+            unicode=unicode,
+            udh=udh,
+            binary=binary,
+            callback=callback,
+            params=params,
+            max_parts=max_parts,
+        ),
+        chunk_size=chunk_size,
+        concurrency=concurrency,
+        rate=rate,
+        max_wait=max_wait,
+        max_attempts=max_attempts,
+        resend_unknown=resend_unknown,
+        backoff_scale=_backoff_scale(),
+    )
+    watch.campaign = name
+    if dry_run:
+        report_ = prepare.dry_run(
+            source,
+            prepare.Preparer(settings, source.columns),
+            chunk_size=settings.chunk_size,
+            suppressed=_suppressed_numbers(db_url),
+        )
+        source.close()
+        data = report_.as_dict()
+        if as_json:
+            click.echo(json.dumps(data))
+        else:
+            for key, value in data.items():
+                click.echo(f"{key}: {value}")
+        return None
+    return _send(
+        settings,
+        source,
+        db_url,
+        gateway_settings(gateway_url, read_timeout=read_timeout),
+        simulator=simulator,
+        as_json=as_json,
+        lease=lease,
+        controls=controls,
+    )
 
 
 def _send(
@@ -284,7 +492,9 @@ def _send(
     *,
     simulator: bool,
     as_json: bool,
-) -> int:
+    lease: float = campaign.DEFAULT_LEASE,
+    controls: _Controls | None = None,
+) -> campaign.RunResult:
     from batch_sender.prepare import Preparer
     from batch_sender.store import Store
 
@@ -304,6 +514,8 @@ def _send(
             )
             log.info("sending to the built-in simulator at %s", sim.url)
         store = stack.enter_context(Store.open(db_url))
+        if controls is not None:
+            store.before_claim = controls.gate(store)
         client = stack.enter_context(
             campaign.open_client(gateway, max_connections=settings.concurrency)
         )
@@ -319,6 +531,7 @@ def _send(
             stop=stop,
             progress=display.update,
             on_staged=display.staged,
+            lease=lease,
         )
         display.close()
         if as_json:
@@ -329,7 +542,10 @@ def _send(
                 click.echo(f"stopped: {result.stop_reason}", err=True)
             if result.interrupted:
                 click.echo("interrupted: run the same command again to resume", err=True)
-        return result.exit_code
+        waiting = result.counts.get("pending", 0)
+        if waiting and not result.interrupted and result.stop_reason is None:
+            log.info("%d recipients wait (send window): the next run sends them", waiting)
+        return result
 
 
 @contextlib.contextmanager
@@ -362,6 +578,8 @@ class _Progress:
         self._bar: Any = None
         self._last_log = 0.0
         self._shown = 0
+        self._current: SendProgress | None = None
+        self._before = 0  # recipients done by earlier sends of this run (a run may send twice)
 
     def __enter__(self) -> _Progress:
         return self
@@ -381,9 +599,14 @@ class _Progress:
             self._bar.__enter__()
 
     def update(self, p: SendProgress) -> None:
+        if p is not self._current:
+            if self._current is not None:
+                self._before += self._current.done
+            self._current = p
+        done = self._before + p.done
         if self._bar is not None:
-            self._bar.update(p.done - self._shown)
-            self._shown = p.done
+            self._bar.update(done - self._shown)
+            self._shown = done
             return
         now = time.monotonic()
         if now - self._last_log >= PROGRESS_LOG_EVERY:
@@ -391,7 +614,7 @@ class _Progress:
             elapsed = max(now - p.started, 1e-9)
             log.info(
                 "progress: %d/%d done (%d sent, %d failed, %d unknown), %.0f recipients/s",
-                p.done,
+                done,
                 self._total,
                 p.sent,
                 p.failed,
@@ -403,3 +626,118 @@ class _Progress:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
+
+
+EXIT_OK_CODE = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Controls:
+    """Send windows and --not-after, parsed; ``gate`` installs them on a store."""
+
+    window: windows.Window | None = None
+    zone: tzinfo | None = None  # --tz
+    not_after: windows.Deadline | None = None
+
+    def gate(self, store: Any) -> windows.ClaimGate | None:
+        if self.window is None and self.not_after is None:
+            return None
+        return windows.ClaimGate(
+            store, window=self.window, zone=self.zone, not_after=self.not_after
+        )
+
+
+def _controls(*, window: str | None, tz: str | None, not_after: str | None) -> _Controls:
+    zone = windows.parse_zone(tz) if tz else None
+    return _Controls(
+        window=windows.Window.parse(window) if window else None,
+        zone=zone,
+        not_after=(
+            windows.parse_deadline(not_after, zone=zone or windows.local_zone())
+            if not_after
+            else None
+        ),
+    )
+
+
+def _schedule(
+    at_time: str | None, validity: int | None, params: tuple[str, ...], zone: tzinfo | None
+) -> tuple[tuple[str, str], ...]:
+    """--at and --validity as sendmsg parameters (deliv_time in minutes from now, validity)."""
+    given = {item.partition("=")[0] for item in params}
+    out: list[tuple[str, str]] = []
+    if at_time is not None:
+        if "deliv_time" in given:
+            raise InputError("--at and --param deliv_time=… do not go together")
+        at = windows.parse_time(at_time, zone=zone or windows.local_zone(), option="--at")
+        out.append(("deliv_time", str(windows.deliv_minutes(at, windows.utcnow()))))
+    if validity is not None:
+        if "validity" in given:
+            raise InputError("--validity and --param validity=… do not go together")
+        out.append(("validity", str(validity)))
+    return tuple(out)
+
+
+def _suppressed_numbers(db_url: str) -> frozenset[str]:
+    """The suppression list for a dry run, which must not create or migrate anything."""
+    from sqlalchemy.engine import make_url
+
+    from batch_sender.store import Store
+    from batch_sender.store import operators as store_operators
+
+    try:
+        url = make_url(db_url)
+        if url.get_backend_name() == "sqlite" and (
+            not url.database or not Path(url.database).exists()
+        ):
+            return frozenset()
+        with Store.open(db_url, upgrade=False) as store:
+            return store_operators.suppressed_numbers(store)
+    except (StoreError, ValueError) as exc:
+        log.warning("suppression list not read (counted as empty): %s", exc)
+        return frozenset()
+
+
+class _Watch:
+    """Monitoring of one run: heartbeat pings at start and end, the metrics file at the end."""
+
+    def __init__(self, metrics_file: Path | None, heartbeat_url: str | None) -> None:
+        self.metrics_file = metrics_file
+        self.heartbeat_url = heartbeat_url
+        self.campaign: str | None = None
+        self.started = time.time()
+
+    def start(self) -> None:
+        self.started = time.time()
+        if self.heartbeat_url:
+            observe.ping(self.heartbeat_url, "start")
+
+    def finish(self, code: int, result: campaign.RunResult | None) -> None:
+        if self.metrics_file is not None:
+            if result is None:  # raised: the exit code says why
+                outcome = {EXIT_GATEWAY_STOP: "stopped", EXIT_INTERRUPTED: "interrupted"}.get(
+                    code, "error"
+                )
+            elif result.interrupted:
+                outcome = "interrupted"
+            elif result.stop_reason is not None:
+                outcome = "stopped"
+            else:
+                outcome = "finished"
+            metrics = observe.RunMetrics(
+                campaign=result.campaign if result else (self.campaign or ""),
+                exit_code=code,
+                outcome=outcome,
+                started=self.started,
+                finished=time.time(),
+                counts=result.counts if result else {},
+                parts=result.parts if result else 0,
+                requests=result.progress.requests if result else 0,
+                retries=result.progress.retries if result else 0,
+            )
+            try:
+                observe.write_metrics(self.metrics_file, metrics)
+            except OSError as exc:
+                log.error("cannot write the metrics file %s: %s", self.metrics_file, exc)
+        if self.heartbeat_url:
+            observe.ping(self.heartbeat_url, str(code))

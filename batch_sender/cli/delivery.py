@@ -1,0 +1,165 @@
+"""The commands after a send: the delivery-receipt receiver (callbacks) and querymsg tracking."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import click
+
+from batch_sender.cli.common import db_option, errors, gateway_settings
+from batch_sender.config import DEFAULT_GATEWAY_URL
+from batch_sender.errors import InputError
+
+DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
+
+
+@click.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface, for a public callback URL).",
+)
+@click.option(
+    "--port", type=int, default=DEFAULT_CALLBACK_PORT, show_default=True, help="Port to listen on."
+)
+@click.option(
+    "--token",
+    envvar="BATCH_SENDER_CALLBACK_TOKEN",
+    help="Shared secret callbacks must carry (?token=… or an X-Callback-Token header); "
+    "missing: 401, wrong: 403. Env: BATCH_SENDER_CALLBACK_TOKEN.",
+)
+@click.option(
+    "--basic-auth",
+    envvar="BATCH_SENDER_CALLBACK_AUTH",
+    metavar="USER:PASSWORD",
+    help="Require HTTP basic auth (as configurable for the callback URL at Clickatell). "
+    "Env: BATCH_SENDER_CALLBACK_AUTH.",
+)
+@db_option
+def callbacks(host: str, port: int, token: str | None, basic_auth: str | None, db_url: str) -> None:
+    """Receive Clickatell delivery callbacks and record them in the results database.
+
+    Runs until interrupted. Point the API connection's callback URL (any path) at it and send
+    with --callback 1-7.
+
+    \b
+    Example:
+      batch-sender callbacks --host 0.0.0.0 --port 8098 --token "$SECRET"
+      # callback URL: https://sms.example.com:8098/clickatell?token=$SECRET
+    """
+    from batch_sender.delivery.callbacks import CallbackAuth, CallbackServer
+    from batch_sender.store import Store
+    from batch_sender.store.delivery import DeliveryStore
+
+    user = password = None
+    if basic_auth is not None:
+        user, sep, password = basic_auth.partition(":")
+        if not sep or not user:
+            raise click.BadParameter("expected USER:PASSWORD", param_hint="--basic-auth")
+    with errors(), Store.open(db_url) as store:
+        try:
+            server = CallbackServer(
+                DeliveryStore(store),
+                host=host,
+                port=port,
+                auth=CallbackAuth(token=token or None, user=user, password=password),
+            )
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+        def terminate(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        click.echo(f"receiving delivery callbacks at {server.url}", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.server_close()
+            s = server.stats
+            click.echo(
+                f"stopped: {s.updated} updated, {s.recorded} late, {s.duplicates} repeated, "
+                f"{s.unknown} unknown IDs, {s.bad + s.refused} refused",
+                err=True,
+            )
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    help="querymsg requests per second at most.",
+)
+@click.option(
+    "--until-final", is_flag=True, help="Repeat passes until every message has a final status."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds between passes (with --until-final).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="Give up after this many seconds (with --until-final).",
+)
+@click.option(
+    "--gateway-url",
+    envvar="BATCH_SENDER_GATEWAY_URL",
+    default=DEFAULT_GATEWAY_URL,
+    show_default=True,
+    help="SOAP endpoint. Env: BATCH_SENDER_GATEWAY_URL.",
+)
+@db_option
+def track(
+    name: str,
+    rate: float,
+    until_final: bool,
+    interval: float,
+    timeout: float | None,
+    gateway_url: str,
+    db_url: str,
+) -> None:
+    """Ask the gateway (querymsg) for the delivery status of sent messages not final yet.
+
+    For accounts without a callback URL. Messages sent more than 6 days ago are not asked about
+    (the gateway forgets them).
+
+    \b
+    Example:
+      batch-sender track campaign-2026-11-25 --rate 5 --until-final --timeout 3600
+    """
+    from batch_sender import campaign
+    from batch_sender.delivery import track as tracking
+    from batch_sender.store import Store
+    from batch_sender.store.delivery import DeliveryStore
+
+    with errors(), Store.open(db_url) as store:
+        camp = store.campaign(name)
+        if camp is None:
+            raise InputError(f"no campaign named {name!r}")
+        with campaign.open_client(gateway_settings(gateway_url), max_connections=1) as client:
+            stats = tracking.track(
+                DeliveryStore(store),
+                client,
+                camp.id,
+                rate=rate,
+                until_final=until_final,
+                interval=interval,
+                timeout=timeout,
+            )
+        click.echo(
+            f"asked about {stats.queried} messages: {stats.updated} updated, "
+            f"{stats.final} final, {stats.not_found} unknown to the gateway, "
+            f"{stats.errors} errors"
+        )

@@ -1,0 +1,486 @@
+"""Delivery statuses in the results database: record reports, find what to track, summarise.
+
+A *report* is one status of one message, from a callback or from ``querymsg``; both are recorded
+by :meth:`DeliveryStore.record`, with the same rules:
+
+* the message is found by its API message ID, else by client message ID + number (a callback
+  can overtake the recording of the ``sendmsg`` answer; the claim stamped the client ID already);
+* every distinct status is kept once in ``delivery_events`` (the gateway retries callbacks);
+* the recipient's ``delivery_status`` only moves forward (:func:`statuses.supersedes`): a late
+  003 never replaces a final 004;
+* a report for an ``unknown`` row proves the gateway accepted it: the row becomes ``sent``.
+
+Each report is applied under a lock on its recipient row (``SELECT … FOR UPDATE``; SQLite's
+``BEGIN IMMEDIATE``), so concurrent duplicates are serialised.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from batch_sender.delivery import cost, statuses
+from batch_sender.states import Status
+from batch_sender.store import engine as engines
+from batch_sender.store.queries import Store
+from batch_sender.store.tables import (
+    API_MESSAGE_ID_LENGTH,
+    CHARGE,
+    CLIENT_MESSAGE_ID_LENGTH,
+    MSISDN_LENGTH,
+    UTCDateTime,
+    campaigns,
+    delivery_events,
+    recipients,
+)
+
+__all__ = [
+    "Applied",
+    "DeliveryCounts",
+    "DeliveryReport",
+    "DeliveryStore",
+    "SlowDelivery",
+    "TimelineBucket",
+    "Tracked",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("callback", "querymsg")  # delivery_events.source values
+TIMELINE_BUCKETS = 60  # bars in the deliveries-over-time chart
+
+_r = recipients.c
+_e = delivery_events.c
+
+
+# Statements of the hot path (one callback after another), built once.
+_FOUND = (
+    _r.id,
+    _r.status,
+    _r.api_message_id,
+    _r.delivery_status,
+    _r.delivered_at,
+    _r.charge,
+    _r.error_code,
+    _r.error_description,
+)
+_FIND_BY_API = (
+    select(*_FOUND)
+    .where(_r.api_message_id == bindparam("b_api"))
+    .order_by(_r.id)
+    .limit(1)
+    .with_for_update()
+)
+_SEEN = select(_e.id).where(
+    _e.recipient_id == bindparam("b_rid"), _e.status == bindparam("b_status")
+)
+_INSERT_EVENT = insert(delivery_events)
+_UPDATE = (
+    update(recipients)
+    .where(_r.id == bindparam("b_rid"))
+    .values(
+        delivery_status=bindparam("b_delivery_status"),
+        delivered_at=bindparam("b_delivered_at", type_=UTCDateTime()),
+        charge=bindparam("b_charge", type_=CHARGE),
+        api_message_id=bindparam("b_api"),
+        status=bindparam("b_status"),
+        error_code=bindparam("b_code"),
+        error_description=bindparam("b_description"),
+        updated_at=bindparam("b_now", type_=UTCDateTime()),
+    )
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """One status of one message, as a callback or ``querymsg`` told it."""
+
+    status: str  # 3-digit code (statuses.normalise)
+    api_message_id: str | None = None
+    client_message_id: str | None = None
+    to: str | None = None  # with client_message_id, identifies a message of a multi-number request
+    status_at: datetime | None = None  # when the status changed, per the gateway
+    charge: float | None = None  # credits
+    source: str = "callback"
+
+
+class Applied(enum.StrEnum):
+    """What recording one report did."""
+
+    UPDATED = "updated"  # the recipient's delivery status moved forward
+    RECORDED = "recorded"  # kept in the history only (late or out of order)
+    DUPLICATE = "duplicate"  # this status of this message was recorded before
+    UNKNOWN = "unknown"  # no recipient has this message ID: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """A sent recipient whose delivery is not final yet: what ``track`` asks about."""
+
+    recipient_id: int
+    api_message_id: str
+    delivery_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    """Where a campaign's accepted messages stand, and what they cost."""
+
+    accepted: int  # rows the gateway accepted (status sent)
+    delivered: int  # delivery status 004
+    undelivered: int  # a final error status
+    in_progress: int  # a non-final status (008, 003, 002, 011)
+    charge: float  # credits reported by callbacks, summed
+    charged: int  # rows whose charge is known
+
+    @property
+    def no_report(self) -> int:
+        """Accepted rows without any delivery status yet (unknown delivery)."""
+        return max(0, self.accepted - self.delivered - self.undelivered - self.in_progress)
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """Delivered share of accepted messages (None when nothing was accepted)."""
+        return self.delivered / self.accepted if self.accepted else None
+
+
+@dataclass(frozen=True, slots=True)
+class SlowDelivery:
+    """A delivered message and how long it took from the send to the handset receipt."""
+
+    row_no: int
+    msisdn: str
+    api_message_id: str | None
+    sent_at: datetime
+    delivered_at: datetime
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineBucket:
+    """Final statuses reported in ``[start, start + width)``."""
+
+    start: datetime
+    width: float  # seconds
+    delivered: int
+    undelivered: int
+
+
+class DeliveryStore:
+    """Delivery-status SQL over an open :class:`Store` (which owns the engine)."""
+
+    def __init__(self, store: Store) -> None:
+        self._engine: Engine = store.engine
+        self._url = self._engine.url
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def record(self, reports: Sequence[DeliveryReport]) -> list[Applied]:
+        """Record ``reports`` in one transaction; what each one did, in order."""
+        if not reports:
+            return []
+        for report in reports:
+            if report.source not in SOURCES:
+                raise ValueError(f"unknown report source {report.source!r}")
+            if statuses.normalise(report.status) != report.status:
+                raise ValueError(f"not a 3-digit status: {report.status!r}")
+        now = _now()
+        with (
+            engines.store_errors("recording delivery statuses", self._url),
+            engines.begin_write(self._engine) as conn,
+        ):
+            return [self._apply(conn, report, now) for report in reports]
+
+    def _apply(self, conn: Connection, report: DeliveryReport, now: datetime) -> Applied:
+        row = self._find(conn, report)
+        if row is None:
+            log.warning(
+                "delivery status %s for unknown message (apiMsgId %r, cliMsgId %r, to %r)",
+                report.status,
+                report.api_message_id,
+                report.client_message_id,
+                report.to,
+            )
+            return Applied.UNKNOWN
+        if conn.execute(_SEEN, {"b_rid": row.id, "b_status": report.status}).first() is not None:
+            return Applied.DUPLICATE
+        status_at = _naive(report.status_at)
+        conn.execute(
+            _INSERT_EVENT,
+            {
+                "recipient_id": row.id,
+                "status": report.status,
+                "status_at": status_at,
+                "charge": report.charge,
+                "source": report.source,
+                "received_at": now,
+            },
+        )
+        moved = statuses.supersedes(report.status, row.delivery_status)
+        new = {
+            "b_rid": row.id,
+            "b_delivery_status": report.status if moved else row.delivery_status,
+            "b_delivered_at": (status_at or now) if moved else _naive(row.delivered_at),
+            "b_charge": row.charge,
+            "b_api": row.api_message_id,
+            "b_status": row.status,
+            "b_code": row.error_code,
+            "b_description": row.error_description,
+            "b_now": now,
+        }
+        if report.charge is not None and (moved or row.charge is None):
+            new["b_charge"] = report.charge
+        if row.api_message_id is None and report.api_message_id:
+            new["b_api"] = report.api_message_id[:API_MESSAGE_ID_LENGTH]
+        if row.status == Status.UNKNOWN.value:  # the gateway had it after all
+            new.update(b_status=Status.SENT.value, b_code=None, b_description=None)
+        conn.execute(_UPDATE, new)
+        return Applied.UPDATED if moved else Applied.RECORDED
+
+    @staticmethod
+    def _find(conn: Connection, report: DeliveryReport) -> Any:
+        """The recipient row a report is about (locked for this transaction), or None."""
+        api_id = report.api_message_id
+        if api_id and len(api_id) <= API_MESSAGE_ID_LENGTH:
+            row = conn.execute(_FIND_BY_API, {"b_api": api_id}).first()
+            if row is not None:
+                return row
+        cli_id, to = report.client_message_id, report.to
+        if not cli_id or not to or len(cli_id) > CLIENT_MESSAGE_ID_LENGTH:
+            return None
+        if len(to) > MSISDN_LENGTH:
+            return None
+        # per campaign, so that the (campaign_id, client_message_id) index serves the lookup
+        campaign_ids = list(conn.execute(select(campaigns.c.id)).scalars())
+        if not campaign_ids:
+            return None
+        return conn.execute(
+            select(*_FOUND)
+            .where(
+                _r.campaign_id.in_(campaign_ids),
+                _r.client_message_id == cli_id,
+                _r.msisdn == to.lstrip("+"),
+            )
+            .order_by(_r.id)
+            .limit(1)
+            .with_for_update()
+        ).first()
+
+    # -- tracking ----------------------------------------------------------------------------
+
+    def awaiting(
+        self,
+        campaign_id: int,
+        *,
+        sent_after: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 500,
+    ) -> list[Tracked]:
+        """Sent rows with an API message ID and no final delivery status, by id after ``after_id``.
+
+        ``sent_after`` leaves out messages older than the gateway keeps answering for.
+        """
+        stmt = (
+            select(_r.id, _r.api_message_id, _r.delivery_status)
+            .where(
+                _r.campaign_id == campaign_id,
+                _r.status == Status.SENT.value,
+                _r.api_message_id.is_not(None),
+                or_(_r.delivery_status.is_(None), _r.delivery_status.not_in(statuses.FINAL)),
+                _r.id > after_id,
+            )
+            .order_by(_r.id)
+            .limit(limit)
+        )
+        if sent_after is not None:
+            stmt = stmt.where(
+                or_(_r.claimed_at.is_(None), _r.claimed_at >= literal(sent_after, UTCDateTime()))
+            )
+        with engines.store_errors("reading rows to track", self._url), self._engine.connect() as c:
+            return [Tracked(int(i), str(a), d) for i, a, d in c.execute(stmt)]
+
+    def pending_tally(
+        self, campaign_id: int, *, digits: int = cost.PREFIX_DIGITS
+    ) -> cost.PrefixTally:
+        """Parts still to send per number prefix (``pending`` rows), for the cost estimate."""
+        prefix = func.substr(_r.msisdn, 1, digits).label("prefix")
+        stmt = (
+            select(prefix, func.min(_r.msisdn), func.count(), func.coalesce(func.sum(_r.parts), 0))
+            .where(_r.campaign_id == campaign_id, _r.status == Status.PENDING.value)
+            .group_by(prefix)
+        )
+        tally = cost.PrefixTally(digits=digits)
+        with engines.store_errors("summing parts", self._url), self._engine.connect() as c:
+            for key, sample, recipients_, parts in c.execute(stmt):
+                tally.parts[key] = int(parts)
+                tally.recipients[key] = int(recipients_)
+                tally.sample[key] = sample
+        return tally
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def counts(self, campaign_id: int) -> DeliveryCounts:
+        """Accepted, delivered, undelivered and in-progress rows and the charge of a campaign."""
+        status = _r.delivery_status
+
+        def tally(condition: ColumnElement[bool]) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        stmt = select(
+            tally(_r.status == Status.SENT.value),
+            tally(status == statuses.DELIVERED),
+            tally(status.in_(statuses.FAILED_FINAL)),
+            tally(and_(status.is_not(None), status.not_in([*statuses.FINAL, "001"]))),
+            func.coalesce(func.sum(_r.charge), 0),
+            func.count(_r.charge),
+        ).where(_r.campaign_id == campaign_id)
+        with engines.store_errors("counting deliveries", self._url), self._engine.connect() as c:
+            accepted, delivered, undelivered, progress, charge, charged = c.execute(stmt).one()
+        return DeliveryCounts(
+            accepted=int(accepted),
+            delivered=int(delivered),
+            undelivered=int(undelivered),
+            in_progress=int(progress),
+            charge=float(charge),
+            charged=int(charged),
+        )
+
+    def status_counts(self, campaign_id: int) -> list[tuple[str, int]]:
+        """(delivery status, rows) of every status present, most common first."""
+        n = func.count().label("n")
+        stmt = (
+            select(_r.delivery_status, n)
+            .where(_r.campaign_id == campaign_id, _r.delivery_status.is_not(None))
+            .group_by(_r.delivery_status)
+            .order_by(n.desc(), _r.delivery_status)
+        )
+        with engines.store_errors("counting deliveries", self._url), self._engine.connect() as c:
+            return [(str(code), int(count)) for code, count in c.execute(stmt)]
+
+    def slowest(self, campaign_id: int, limit: int = 10) -> list[SlowDelivery]:
+        """The delivered messages that took longest from send (claim) to handset receipt."""
+        with engines.store_errors("reading delivery times", self._url), self._engine.connect() as c:
+            took = _seconds_between(c, _r.claimed_at, _r.delivered_at).label("took")
+            rows = c.execute(
+                select(_r.row_no, _r.msisdn, _r.api_message_id, _r.claimed_at, _r.delivered_at)
+                .where(
+                    _r.campaign_id == campaign_id,
+                    _r.delivery_status == statuses.DELIVERED,
+                    _r.claimed_at.is_not(None),
+                    _r.delivered_at.is_not(None),
+                )
+                .order_by(took.desc(), _r.row_no)
+                .limit(limit)
+            ).all()
+        return [
+            SlowDelivery(
+                row_no=int(row.row_no),
+                msisdn=row.msisdn,
+                api_message_id=row.api_message_id,
+                sent_at=row.claimed_at,
+                delivered_at=row.delivered_at,
+                seconds=max(0.0, (row.delivered_at - row.claimed_at).total_seconds()),
+            )
+            for row in rows
+        ]
+
+    def timeline(
+        self, campaign_id: int, *, buckets: int = TIMELINE_BUCKETS
+    ) -> list[TimelineBucket]:
+        """Final statuses over time from the first send, in at most ``buckets`` equal intervals.
+
+        Counted in the database (no per-row transfer); empty when nothing is final yet.
+        """
+        final = (_r.campaign_id == campaign_id, _r.delivery_status.in_(statuses.FINAL))
+        with engines.store_errors("reading delivery times", self._url), self._engine.connect() as c:
+            origin, end = c.execute(
+                select(func.min(_r.claimed_at), func.max(_r.delivered_at)).where(*final)
+            ).one()
+            if origin is None or end is None:
+                return []
+            span = max(1.0, (end - origin).total_seconds())
+            width = float(max(1, math.ceil(span / buckets)))
+            # (+ half a millisecond: SQLite's julianday arithmetic lands 30 s at 29.99999… s)
+            offset = _seconds_between(c, literal(origin, UTCDateTime()), _r.delivered_at) + 0.0005
+            index = (
+                cast(offset / width, Integer)
+                if c.dialect.name == "sqlite"
+                else func.floor(offset / width)
+            ).label("bucket")
+            delivered = func.sum(case((_r.delivery_status == statuses.DELIVERED, 1), else_=0))
+            rows = c.execute(
+                select(index, delivered, func.count())
+                .where(*final, _r.delivered_at.is_not(None))
+                .group_by(index)
+                .order_by(index)
+            ).all()
+        found = {max(0, int(b)): (int(d), int(n) - int(d)) for b, d, n in rows}
+        last = max(found, default=0)
+        return [
+            TimelineBucket(
+                start=origin + timedelta(seconds=i * width),
+                width=width,
+                delivered=found.get(i, (0, 0))[0],
+                undelivered=found.get(i, (0, 0))[1],
+            )
+            for i in range(last + 1)
+        ]
+
+    def events(self, recipient_id: int) -> list[dict[str, Any]]:
+        """The delivery history of one recipient, in the order it was received."""
+        stmt = (
+            select(_e.status, _e.status_at, _e.charge, _e.source, _e.received_at)
+            .where(_e.recipient_id == recipient_id)
+            .order_by(_e.id)
+        )
+        with (
+            engines.store_errors("reading delivery events", self._url),
+            self._engine.connect() as c,
+        ):
+            return [dict(row) for row in c.execute(stmt).mappings()]
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _seconds_between(conn: Connection, start: Any, end: Any) -> ColumnElement[Any]:
+    """``end - start`` in seconds, as SQL for this connection's database."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    if name == "postgresql":
+        return cast(func.extract("epoch", end - start), Float)
+    if name in ("mysql", "mariadb"):
+        return func.timestampdiff(literal_column("MICROSECOND"), start, end) / 1e6
+    raise NotImplementedError(f"delivery times on {name}")
