@@ -25,6 +25,7 @@ from types import TracebackType
 
 from batch_sender import prepare, settle
 from batch_sender.config import GatewaySettings, RunSettings
+from batch_sender.delivery import cost
 from batch_sender.errors import (
     EXIT_FAILURES,
     EXIT_GATEWAY_STOP,
@@ -43,6 +44,7 @@ from batch_sender.sources import Source
 from batch_sender.states import Status
 from batch_sender.store import Campaign, Store
 from batch_sender.store import operators as store_operators
+from batch_sender.store.delivery import DeliveryStore
 
 __all__ = ["RunResult", "dry_run", "fingerprint", "open_client", "run"]
 
@@ -226,6 +228,11 @@ def run(
         _settle_orphans(store, client, campaign.id, lease, statuses=(Status.UNKNOWN,))
         requeued = store.requeue_unknown(campaign.id)
         log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
+    try:
+        _check_balance(store, client, campaign.id, allow_partial=settings.allow_partial)
+    except cost.InsufficientCredit as exc:
+        store.set_status(campaign.id, STATUS_STOPPED)
+        return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
     store.set_status(campaign.id, STATUS_RUNNING)
     worker = worker_id()
     if shared_rate is None:
@@ -271,6 +278,27 @@ def run(
         stats.progress,
         stop_reason=str(stats.stop) if stats.stop is not None else None,
         interrupted=stats.interrupted,
+    )
+
+
+def _check_balance(
+    store: Store, client: GatewayClient, campaign_id: int, *, allow_partial: bool
+) -> None:
+    """Refuse to start when ``getbalance`` is short of the pending rows' estimated cost.
+
+    The estimate prices each number prefix once with ``routecoverage`` (1 credit per part where
+    it cannot tell); ``allow_partial`` only logs the shortfall.
+    """
+    tally = DeliveryStore(store).pending_tally(campaign_id)
+    if not tally.parts:
+        return
+    needed = cost.estimate(client, tally)
+    check = cost.check_balance(client, needed, allow_partial=allow_partial)
+    log.info(
+        "estimated cost %g credits for %d parts; balance %g",
+        needed.credits,
+        needed.parts,
+        check.balance,
     )
 
 

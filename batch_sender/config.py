@@ -86,4 +86,5 @@ class RunSettings:
     max_wait: float = DEFAULT_MAX_WAIT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     resend_unknown: bool = False
+    allow_partial: bool = False  # start even when the balance is short of the estimated cost
     backoff_scale: float = 1.0  # multiplies every retry wait (env BATCH_SENDER_BACKOFF_SCALE)

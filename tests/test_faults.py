@@ -275,7 +275,8 @@ def test_credit_running_out_mid_list_stops_the_run_and_a_rerun_sends_exactly_the
 ):
     simulator.set_credits(130)
     src = campaign(300)
-    out = run(bs, simulator, src, "--chunk-size", "20", "--concurrency", "4")
+    # --allow-partial: start although the balance (130) is short of the estimate (300)
+    out = run(bs, simulator, src, "--chunk-size", "20", "--concurrency", "4", "--allow-partial")
     assert out.exit_code == 3, out.stderr
     reason = [line for line in out.stderr.splitlines() if line.startswith("stopped:")]
     assert len(reason) == 1 and "301" in reason[0]
@@ -360,3 +361,15 @@ def test_a_storm_of_random_faults_ends_with_every_number_accepted_once(
         bs("reconcile", "f", sim=sim)
     assert out.exit_code == 0, out.stderr
     assert ledger(tmp_path, sim) == {"rows": 1000, "sent": 1000, "duplicates": 0, "lost": 0}
+
+
+def test_a_balance_short_of_the_estimate_refuses_to_start(bs, simulator, campaign, tmp_path):
+    simulator.set_credits(130)
+    src = campaign(300)
+    out = run(bs, simulator, src, "--chunk-size", "20")
+    assert out.exit_code == 3, out.stderr
+    reason = [line for line in out.stderr.splitlines() if line.startswith("stopped:")]
+    assert len(reason) == 1 and "130" in reason[0] and "300" in reason[0]
+    assert simulator.requests == 0
+    figures = ledger(tmp_path, simulator, allowed={"pending"})
+    assert figures == {"rows": 300, "pending": 300, "duplicates": 0, "lost": 0}

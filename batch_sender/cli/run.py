@@ -209,6 +209,12 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="Send 'unknown' recipients again (they may get the message twice).",
 )
 @click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="Start even when the balance (getbalance) is short of the estimated cost; the run "
+    "then stops at ERR 301 with the rest pending.",
+)
+@click.option(
     "--window",
     metavar="HH:MM-HH:MM",
     help="Send only between these local times of each recipient (zone from the number; "
@@ -296,6 +302,7 @@ def run(
     as_json: bool,
     lease: float,
     resend_unknown: bool,
+    allow_partial: bool,
     window: str | None,
     tz: str | None,
     at_time: str | None,
@@ -361,6 +368,7 @@ def run(
                 as_json=as_json,
                 lease=lease,
                 resend_unknown=resend_unknown,
+                allow_partial=allow_partial,
                 simulator=simulator,
                 gateway_url=gateway_url,
                 db_url=db_url,
@@ -409,6 +417,7 @@ def _run(
     as_json: bool,
     lease: float,
     resend_unknown: bool,
+    allow_partial: bool,
     simulator: bool,
     gateway_url: str,
     db_url: str,
@@ -454,6 +463,7 @@ def _run(
         max_wait=max_wait,
         max_attempts=max_attempts,
         resend_unknown=resend_unknown,
+        allow_partial=allow_partial,
         backoff_scale=_backoff_scale(),
     )
     watch.campaign = name

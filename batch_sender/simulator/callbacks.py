@@ -22,7 +22,8 @@ INTERMEDIATE = 1  # level bit: 003
 FINAL = 2  # level bit: 004 and every error status
 ERROR = 4  # level bit: error statuses (005, 007, 009, 010, 012)
 _ERROR_STATUSES = frozenset({"005", "007", "009", "010", "012"})
-POST_TIMEOUT = 5.0  # seconds per callback post
+POST_TIMEOUT = 5.0  # seconds per callback post (waiting for a free connection not included)
+MAX_POSTS_IN_FLIGHT = 20  # concurrent posts: a burst must queue here, not time out in the pool
 
 
 def levels_for(status: str, level: int) -> bool:
@@ -46,6 +47,7 @@ class CallbackPoster:
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._slots = asyncio.Semaphore(MAX_POSTS_IN_FLIGHT)
         self.posted = 0  # callbacks the receiver acknowledged (2xx)
         self.failed = 0  # callbacks given up after every retry
 
@@ -72,7 +74,10 @@ class CallbackPoster:
 
     async def _post_batch(self, batch: Batch, final_stage: bool) -> None:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=POST_TIMEOUT)
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(POST_TIMEOUT, pool=None),
+                limits=httpx.Limits(max_connections=MAX_POSTS_IN_FLIGHT),
+            )
         gateway = self._gateway
         posts = []
         for i, to in enumerate(batch.to):
@@ -101,7 +106,8 @@ class CallbackPoster:
         delays = self._gateway.config.callback_retry_delays
         for attempt in range(len(delays) + 1):
             try:
-                response = await self._client.post(self._url, data=form)
+                async with self._slots:
+                    response = await self._client.post(self._url, data=form)
                 if response.is_success:
                     self.posted += 1
                     return
