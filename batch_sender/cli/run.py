@@ -590,6 +590,7 @@ class _Progress:
         self._shown = 0
         self._current: SendProgress | None = None
         self._before = 0  # recipients done by earlier sends of this run (a run may send twice)
+        self._started = time.monotonic()
 
     def __enter__(self) -> _Progress:
         return self
@@ -604,6 +605,7 @@ class _Progress:
             camp.name,
             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no recipients",
         )
+        self._started = self._last_log = time.monotonic()  # first progress line after a pause
         if self._tty and self._total:
             self._bar = click.progressbar(length=self._total, label="sending", file=sys.stderr)
             self._bar.__enter__()
@@ -636,6 +638,18 @@ class _Progress:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
+        if self._current is not None:
+            done = self._before + self._current.done
+            elapsed = max(time.monotonic() - self._started, 1e-9)
+            log.info(
+                "sent %d recipients in %.1fs (%.0f recipients/s, %d requests, %d retries)",
+                done,
+                elapsed,
+                done / elapsed,
+                self._current.requests,
+                self._current.retries,
+            )
+            self._current = None
 
 
 EXIT_OK_CODE = 0
