@@ -10,8 +10,7 @@ import click
 
 from batch_sender import campaign
 from batch_sender import report as reports
-from batch_sender.cli.common import db_option, errors, gateway_settings
-from batch_sender.config import DEFAULT_GATEWAY_URL
+from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
 from batch_sender.errors import InputError
 
 
@@ -73,13 +72,7 @@ def report(name: str | None, fmt: str, output: Any, html_file: Path | None, db_u
 @click.command()
 @click.argument("name")
 @click.option("--resend-unknown", is_flag=True, hidden=True)
-@click.option(
-    "--gateway-url",
-    envvar="BATCH_SENDER_GATEWAY_URL",
-    default=DEFAULT_GATEWAY_URL,
-    show_default=True,
-    help="SOAP endpoint. Env: BATCH_SENDER_GATEWAY_URL.",
-)
+@gateway_url_option
 @db_option
 def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) -> None:
     """Settle 'sending' and 'unknown' recipients of a campaign by asking the gateway (querymsg).

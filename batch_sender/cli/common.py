@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from batch_sender import settings_file
-from batch_sender.config import DEFAULT_DB_URL, GatewaySettings
+from batch_sender.config import DEFAULT_DB_URL, DEFAULT_GATEWAY_URL, GatewaySettings
 from batch_sender.errors import BatchSenderError, InputError
 
 log = logging.getLogger("batch_sender")
@@ -140,6 +140,15 @@ db_option = click.option(
     default=DEFAULT_DB_URL,
     show_default=True,
     help="Results database (SQLAlchemy URL). Env: BATCH_SENDER_DB.",
+)
+
+
+gateway_url_option = click.option(
+    "--gateway-url",
+    envvar="BATCH_SENDER_GATEWAY_URL",
+    default=DEFAULT_GATEWAY_URL,
+    show_default=True,
+    help="SOAP endpoint. Env: BATCH_SENDER_GATEWAY_URL.",
 )
 
 

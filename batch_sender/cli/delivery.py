@@ -7,8 +7,7 @@ from types import FrameType
 
 import click
 
-from batch_sender.cli.common import db_option, errors, gateway_settings
-from batch_sender.config import DEFAULT_GATEWAY_URL
+from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
 from batch_sender.errors import InputError
 
 DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
@@ -113,13 +112,7 @@ def callbacks(host: str, port: int, token: str | None, basic_auth: str | None, d
     type=click.FloatRange(min=0),
     help="Give up after this many seconds (with --until-final).",
 )
-@click.option(
-    "--gateway-url",
-    envvar="BATCH_SENDER_GATEWAY_URL",
-    default=DEFAULT_GATEWAY_URL,
-    show_default=True,
-    help="SOAP endpoint. Env: BATCH_SENDER_GATEWAY_URL.",
-)
+@gateway_url_option
 @db_option
 def track(
     name: str,

@@ -26,12 +26,12 @@ from batch_sender.cli.common import (
     db_option,
     errors,
     gateway_settings,
+    gateway_url_option,
     set_log_format,
 )
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
-    DEFAULT_GATEWAY_URL,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PARTS,
     DEFAULT_MAX_WAIT,
@@ -265,13 +265,7 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     is_flag=True,
     help="Start the built-in gateway simulator and send to it (demo, tests).",
 )
-@click.option(
-    "--gateway-url",
-    envvar="BATCH_SENDER_GATEWAY_URL",
-    default=DEFAULT_GATEWAY_URL,
-    show_default=True,
-    help="SOAP endpoint. Env: BATCH_SENDER_GATEWAY_URL.",
-)
+@gateway_url_option
 @db_option
 def run(
     source_file: Path | None,
@@ -339,42 +333,49 @@ def run(
         with errors():
             controls = _controls(window=window, tz=tz, not_after=not_after)
             extra_params = _schedule(at_time, validity, params, controls.zone)
-            result = _run(
-                source_file=source_file,
-                sql=sql,
-                sql_file=sql_file,
-                source_db=source_db,
-                text=text,
+            source, name = _open_source(
+                source_file, sql, sql_file, source_db, name, to_column, delimiter
+            )
+            if binary and unicode:
+                raise InputError("--binary and --unicode do not go together")
+            settings = RunSettings(
                 name=name,
-                sender=sender,
-                flash=flash,
-                unicode=unicode,
-                udh=udh,
-                binary=binary,
-                callback=callback,
-                params=_params(params) + extra_params,
+                text=text,
                 country=country,
                 strict_numbers=strict_numbers,
-                to_column=to_column,
-                delimiter=delimiter,
+                message=MessageOptions(
+                    sender=sender,
+                    flash=flash,
+                    unicode=unicode,
+                    udh=udh,
+                    binary=binary,
+                    callback=callback,
+                    params=_params(params) + extra_params,
+                    max_parts=max_parts,
+                ),
                 chunk_size=chunk_size,
                 concurrency=concurrency,
                 rate=rate,
                 max_wait=max_wait,
                 max_attempts=max_attempts,
-                max_parts=max_parts,
-                read_timeout=read_timeout,
-                dry_run=dry_run,
-                as_json=as_json,
-                lease=lease,
                 resend_unknown=resend_unknown,
                 allow_partial=allow_partial,
-                simulator=simulator,
-                gateway_url=gateway_url,
-                db_url=db_url,
-                controls=controls,
-                watch=watch,
+                backoff_scale=_backoff_scale(),
             )
+            watch.campaign = name
+            if dry_run:
+                _dry_run(settings, source, db_url, as_json=as_json)
+            else:
+                result = _send(
+                    settings,
+                    source,
+                    db_url,
+                    gateway_settings(gateway_url, read_timeout=read_timeout),
+                    simulator=simulator,
+                    as_json=as_json,
+                    lease=lease,
+                    controls=controls,
+                )
         code = EXIT_OK_CODE if result is None else result.exit_code
     except click.ClickException as exc:
         code = exc.exit_code
@@ -387,111 +388,46 @@ def run(
     sys.exit(code)
 
 
-def _run(
-    *,
+def _open_source(
     source_file: Path | None,
     sql: str | None,
     sql_file: Path | None,
     source_db: str | None,
-    text: str | None,
     name: str | None,
-    sender: str | None,
-    flash: bool,
-    unicode: bool | None,
-    udh: str | None,
-    binary: bool,
-    callback: int | None,
-    params: tuple[tuple[str, str], ...],
-    country: str | None,
-    strict_numbers: bool,
     to_column: str,
     delimiter: str | None,
-    chunk_size: int,
-    concurrency: int,
-    rate: float | None,
-    max_wait: float,
-    max_attempts: int,
-    max_parts: int,
-    read_timeout: float,
-    dry_run: bool,
-    as_json: bool,
-    lease: float,
-    resend_unknown: bool,
-    allow_partial: bool,
-    simulator: bool,
-    gateway_url: str,
-    db_url: str,
-    controls: _Controls,
-    watch: _Watch,
-) -> campaign.RunResult | None:
-    """The body of ``run``: build the settings, then dry-run or send. None after a dry run."""
+) -> tuple[sources.Source, str]:
+    """The recipients' source (validated: header, number column) and the campaign's name."""
     if sql_file is not None:
         sql = sql_file.read_text(encoding="utf-8")
     if (source_file is None) == (sql is None):
         raise InputError("give exactly one source: a CSV file or --sql/--sql-file")
-    if binary and unicode:
-        raise InputError("--binary and --unicode do not go together")
-    source: sources.Source
     if sql is not None:
         if not source_db:
             raise InputError("--sql needs --source-db URL")
         if not name:
             raise InputError("--sql needs --name (there is no file name to derive it from)")
-        source = sources.open_sql(source_db, sql, to_column=to_column)
-    else:
-        assert source_file is not None
-        source = sources.open_csv(source_file, to_column=to_column, delimiter=delimiter)
-        name = name or f"{source_file.stem}-{date.today().isoformat()}"
-    settings = RunSettings(
-        name=name,
-        text=text,
-        country=country,
-        strict_numbers=strict_numbers,
-        message=MessageOptions(
-            sender=sender,
-            flash=flash,
-            unicode=unicode,
-            udh=udh,
-            binary=binary,
-            callback=callback,
-            params=params,
-            max_parts=max_parts,
-        ),
-        chunk_size=chunk_size,
-        concurrency=concurrency,
-        rate=rate,
-        max_wait=max_wait,
-        max_attempts=max_attempts,
-        resend_unknown=resend_unknown,
-        allow_partial=allow_partial,
-        backoff_scale=_backoff_scale(),
-    )
-    watch.campaign = name
-    if dry_run:
-        report_ = prepare.dry_run(
-            source,
-            prepare.Preparer(settings, source.columns),
-            chunk_size=settings.chunk_size,
-            suppressed=_suppressed_numbers(db_url),
-        )
-        source.close()
-        data = report_.as_dict()
-        if as_json:
-            click.echo(json.dumps(data))
-        else:
-            for key, value in data.items():
-                click.echo(f"{key}: {value}")
-        return None
-    return _send(
-        settings,
+        return sources.open_sql(source_db, sql, to_column=to_column), name
+    assert source_file is not None
+    source = sources.open_csv(source_file, to_column=to_column, delimiter=delimiter)
+    return source, name or f"{source_file.stem}-{date.today().isoformat()}"
+
+
+def _dry_run(settings: RunSettings, source: sources.Source, db_url: str, *, as_json: bool) -> None:
+    """Count what a run would do and print it; nothing is staged or sent."""
+    report_ = prepare.dry_run(
         source,
-        db_url,
-        gateway_settings(gateway_url, read_timeout=read_timeout),
-        simulator=simulator,
-        as_json=as_json,
-        lease=lease,
-        controls=controls,
+        prepare.Preparer(settings, source.columns),
+        chunk_size=settings.chunk_size,
+        suppressed=_suppressed_numbers(db_url),
     )
+    source.close()
+    data = report_.as_dict()
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
 
 
 def _send(
