@@ -268,31 +268,30 @@ class DeliveryStore:
     @staticmethod
     def _find(conn: Connection, report: DeliveryReport) -> Any:
         """The recipient row a report is about (locked for this transaction), or None."""
+        # cliMsgId + to first: every request batch-sender sends carries a climsgid, and the
+        # (campaign_id, client_message_id) index serves it; apiMsgId alone means a scan (there is
+        # no index on api_message_id: recording outcomes would pay for it on every row)
+        cli_id, to = report.client_message_id, report.to
+        if cli_id and to and len(cli_id) <= CLIENT_MESSAGE_ID_LENGTH and len(to) <= MSISDN_LENGTH:
+            campaign_ids = list(conn.execute(select(campaigns.c.id)).scalars())
+            if campaign_ids:
+                row = conn.execute(
+                    select(*_FOUND)
+                    .where(
+                        _r.campaign_id.in_(campaign_ids),
+                        _r.client_message_id == cli_id,
+                        _r.msisdn == to.lstrip("+"),
+                    )
+                    .order_by(_r.id)
+                    .limit(1)
+                    .with_for_update()
+                ).first()
+                if row is not None:
+                    return row
         api_id = report.api_message_id
         if api_id and len(api_id) <= API_MESSAGE_ID_LENGTH:
-            row = conn.execute(_FIND_BY_API, {"b_api": api_id}).first()
-            if row is not None:
-                return row
-        cli_id, to = report.client_message_id, report.to
-        if not cli_id or not to or len(cli_id) > CLIENT_MESSAGE_ID_LENGTH:
-            return None
-        if len(to) > MSISDN_LENGTH:
-            return None
-        # per campaign, so that the (campaign_id, client_message_id) index serves the lookup
-        campaign_ids = list(conn.execute(select(campaigns.c.id)).scalars())
-        if not campaign_ids:
-            return None
-        return conn.execute(
-            select(*_FOUND)
-            .where(
-                _r.campaign_id.in_(campaign_ids),
-                _r.client_message_id == cli_id,
-                _r.msisdn == to.lstrip("+"),
-            )
-            .order_by(_r.id)
-            .limit(1)
-            .with_for_update()
-        ).first()
+            return conn.execute(_FIND_BY_API, {"b_api": api_id}).first()
+        return None
 
     # -- tracking ----------------------------------------------------------------------------
 
