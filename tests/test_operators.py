@@ -190,3 +190,33 @@ def test_two_overlapping_cron_runs_on_sqlite_share_the_work_without_sending_twic
     summaries = [json.loads(run.stdout) for run in runs]
     assert sum(s["staged"] for s in summaries) == 1  # one staged it, the other joined
     assert all(s["requests"] > 0 for s in summaries), "both runs should have sent a share"
+
+
+def test_a_stop_reply_at_the_callback_receiver_suppresses_its_sender(bs, simulator, tmp_path):
+    import functools
+
+    import httpx
+
+    from batch_sender.delivery.callbacks import CallbackServer
+    from batch_sender.store.delivery import DeliveryStore
+
+    db = f"sqlite:///{tmp_path / 'results.db'}"
+    with Store.open(db) as store:
+        server = CallbackServer(
+            DeliveryStore(store), on_mo=functools.partial(suppression.handle_mo, store)
+        ).start()
+        try:
+            mo = {"api_id": "123456", "moMsgId": "m1", "to": "27990000000", "timestamp": "0"}
+            stop = httpx.post(server.url, data={**mo, "from": "+27821000001", "text": "Stop"})
+            chat = httpx.post(server.url, data={**mo, "from": "27821000002", "text": "thanks!"})
+            junk = httpx.post(server.url, data={"moMsgId": "m2", "text": "STOP"})  # no sender
+        finally:
+            server.stop()
+    assert (stop.status_code, stop.text.strip()) == (200, "stop recorded")
+    assert (chat.status_code, chat.text.strip()) == (200, "mo ignored")
+    assert junk.status_code == 400
+
+    src = write_csv(tmp_path / "c.csv", [("27821000001", "a"), ("27821000002", "b")])
+    out = bs("run", str(src), "--text", "Hi", sim=simulator)
+    assert out.exit_code == 0, out.stderr
+    assert [r["to"] for r in records(simulator)] == ["27821000002"]

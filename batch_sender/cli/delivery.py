@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 from types import FrameType
 
 import click
 
+from batch_sender import suppression
 from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
 from batch_sender.errors import InputError
+from batch_sender.suppression import DEFAULT_STOP_KEYWORDS
 
 DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
 
@@ -36,12 +39,30 @@ DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
     help="Require HTTP basic auth (as configurable for the callback URL at Clickatell). "
     "Env: BATCH_SENDER_CALLBACK_AUTH.",
 )
+@click.option(
+    "--stop-keyword",
+    "stop_keywords",
+    multiple=True,
+    metavar="WORD",
+    help="First words of an inbound reply (MO callback) that put its sender on the suppression "
+    f"list. Repeatable. Default: {', '.join(sorted(DEFAULT_STOP_KEYWORDS))}.",
+)
+@click.option("--country", help="Default region for national-format numbers in replies.")
 @db_option
-def callbacks(host: str, port: int, token: str | None, basic_auth: str | None, db_url: str) -> None:
+def callbacks(
+    host: str,
+    port: int,
+    token: str | None,
+    basic_auth: str | None,
+    stop_keywords: tuple[str, ...],
+    country: str | None,
+    db_url: str,
+) -> None:
     """Receive Clickatell delivery callbacks and record them in the results database.
 
     Runs until interrupted. Point the API connection's callback URL (any path) at it and send
-    with --callback 1-7.
+    with --callback 1-7. Inbound replies (MO callbacks) that start with a stop keyword put
+    their sender on the suppression list.
 
     \b
     Example:
@@ -64,6 +85,12 @@ def callbacks(host: str, port: int, token: str | None, basic_auth: str | None, d
                 host=host,
                 port=port,
                 auth=CallbackAuth(token=token or None, user=user, password=password),
+                on_mo=functools.partial(
+                    suppression.handle_mo,
+                    store,
+                    keywords=stop_keywords or DEFAULT_STOP_KEYWORDS,
+                    country=country,
+                ),
             )
         except OSError as exc:
             raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

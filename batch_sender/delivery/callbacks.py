@@ -30,7 +30,7 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,6 +92,24 @@ def parse_callback(query: str, body: bytes, content_type: str = "") -> DeliveryR
         charge=_charge(params.get("charge", "")),
         source="callback",
     )
+
+
+def parse_mo(query: str, body: bytes, content_type: str = "") -> tuple[str, str] | None:
+    """``(from, text)`` of an inbound-message (MO) callback, or None for anything else.
+
+    Clickatell posts replies to the same kind of URL with ``moMsgId, from, to, timestamp, text``
+    (clickatell-api.md §6.3); a STOP reply is how recipients opt out.
+    """
+    try:
+        params = _params(query, body, content_type)
+    except BadCallback:
+        return None
+    if not params.get("momsgid"):
+        return None
+    sender = params.get("from", "").strip()
+    if not sender:
+        raise BadCallback("an MO callback without 'from'")
+    return sender, params.get("text", "")
 
 
 def _params(query: str, body: bytes, content_type: str) -> dict[str, str]:
@@ -360,8 +378,13 @@ class _Handler(BaseHTTPRequestHandler):
             extra = {"WWW-Authenticate": _REALM} if denied == 401 else {}
             self._reply(denied, "unauthorized" if denied == 401 else "forbidden", extra)
             return
+        content_type = self.headers.get("Content-Type", "")
         try:
-            report = parse_callback(query, body, self.headers.get("Content-Type", ""))
+            mo = parse_mo(query, body, content_type)
+            if mo is not None:
+                self._inbound(*mo)
+                return
+            report = parse_callback(query, body, content_type)
         except BadCallback as exc:
             stats.count("bad")
             log.info("bad callback from %s: %s", self.client_address[0], exc)
@@ -376,6 +399,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stats.count(_APPLIED_COUNTER[applied])
         self._reply(200, applied.value)
+
+    def _inbound(self, sender: str, text: str) -> None:
+        """An inbound reply: a stop keyword puts its sender on the suppression list."""
+        on_mo = self.server.on_mo
+        try:
+            stopped = on_mo is not None and on_mo(sender, text)
+        except StoreError as exc:
+            self.server.stats.count("errors")
+            log.error("could not record a stop reply: %s", exc)
+            self._reply(503, "cannot record now, try again later")
+            return
+        self._reply(200, "stop recorded" if stopped else "mo ignored")
 
     def _refuse(self, status: int, message: str, *, keep_open: bool = False) -> None:
         """Answer without reading the body, and close: the rest of the stream is unread."""
@@ -419,8 +454,11 @@ class CallbackServer(ThreadingHTTPServer):
         port: int = 0,
         auth: CallbackAuth | None = None,
         max_body: int = MAX_BODY,
+        on_mo: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.deliveries = deliveries
+        #: called with (from, text) for inbound replies; True when it was a stop request
+        self.on_mo = on_mo
         self.writer = GroupCommit(deliveries)
         self.auth = auth or CallbackAuth()
         self.max_body = max_body
