@@ -586,3 +586,22 @@ def test_exclusive_lock_is_held_by_one_store_at_a_time(db_url: str) -> None:
             assert (first, second, other) == (True, False, True)
         with two.exclusive("settle.1") as after_release:
             assert after_release
+
+
+def test_a_lost_deadlock_is_recognised_as_safe_to_claim_again() -> None:
+    import psycopg.errors
+    import pymysql.err
+    from sqlalchemy.exc import OperationalError
+
+    from batch_sender.store.queries import _deadlocked
+
+    def wrapped(orig: BaseException) -> OperationalError:
+        return OperationalError("UPDATE recipients ...", {}, orig)
+
+    assert _deadlocked(wrapped(pymysql.err.OperationalError(1213, "Deadlock found")))
+    assert _deadlocked(wrapped(pymysql.err.OperationalError(1205, "Lock wait timeout")))
+    assert _deadlocked(wrapped(psycopg.errors.DeadlockDetected("deadlock detected")))
+    assert not _deadlocked(wrapped(pymysql.err.OperationalError(2003, "Can't connect")))
+    assert not _deadlocked(wrapped(psycopg.errors.UndefinedTable("no such table")))
+    assert not _deadlocked(ValueError("not a database error"))
+    assert not _deadlocked(None)

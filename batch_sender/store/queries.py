@@ -74,6 +74,7 @@ DEFAULT_STAGE_BATCH = 5000  # rows per executemany while staging
 MESSAGE_CACHE_SIZE = 100_000  # digest → messages.id entries kept while staging one campaign
 RESULTS_FETCH = 2000  # rows fetched per round trip when streaming the results view
 _ID_BATCH = 1000  # ids per "WHERE id IN (…)"
+CLAIM_DEADLOCK_RETRIES = 3  # a claim that lost a deadlock is rolled back whole and run again
 _ENDED = frozenset({"finished", "stopped", "interrupted"})
 _SETTLEABLE = (Status.SENDING.value, Status.UNKNOWN.value)
 _SERVER_ENGINES = frozenset({"postgresql", "mysql", "mariadb"})
@@ -452,6 +453,25 @@ class Store:
         extra = None if self.before_claim is None else self.before_claim(campaign_id)
         if extra is not None:
             pending = (*pending, extra)
+        for attempt in itertools.count(1):
+            try:
+                return self._claim_once(campaign_id, pending, size, count, worker, new_id)
+            except StoreError as exc:
+                if attempt > CLAIM_DEADLOCK_RETRIES or not _deadlocked(exc.__cause__):
+                    raise
+                log.info("a claim deadlocked with another worker's; claiming again")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _claim_once(
+        self,
+        campaign_id: int,
+        pending: tuple[ColumnElement[bool], ...],
+        size: int,
+        count: int,
+        worker: str,
+        new_id: Callable[[], str],
+    ) -> list[Chunk]:
+        """One claiming transaction (see :meth:`claim_chunks`)."""
         claimed: list[tuple[str, int, list[tuple[int, str]]]] = []
         with (
             engines.store_errors("claiming recipients", self._url),
@@ -923,6 +943,22 @@ class Store:
                 self._messages.clear()
             self._messages[message_id] = cached
         return cached
+
+
+#: PostgreSQL deadlock / serialization failure; MariaDB deadlock / lock wait timeout
+_DEADLOCK_SQLSTATES = frozenset({"40P01", "40001"})
+_DEADLOCK_MYSQL_CODES = frozenset({1213, 1205})
+
+
+def _deadlocked(exc: BaseException | None) -> bool:
+    """Whether a failed transaction lost a deadlock (InnoDB, PostgreSQL): safe to run again."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    if getattr(orig, "sqlstate", None) in _DEADLOCK_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in _DEADLOCK_MYSQL_CODES
 
 
 def _asynchronous_commit(conn: Connection) -> None:
