@@ -911,20 +911,36 @@ class Store:
     def _mark_duplicates(conn: Connection, campaign_id: int) -> None:
         """Accepted rows repeating an earlier accepted row's number become ``duplicate``.
 
-        Two plain steps rather than one UPDATE … FROM: right after a bulk insert the planner's
-        statistics know nothing of the new rows, and PostgreSQL then nests the grouped subquery
-        inside a per-row loop (minutes for 100k rows). A single-table window query plans the
-        same whatever the statistics, and MariaDB/MySQL need no self-referencing UPDATE.
+        First the numbers that occur more than once at all: a GROUP BY that the
+        (campaign_id, msisdn) index answers in order, without sorting a million rows (a window
+        function over the campaign spent ~6 µs a row doing that). Then, for those few numbers
+        only, every accepted row after the first. Plain single-table statements: right after a
+        bulk insert PostgreSQL's statistics know nothing of the new rows, and a self-join would
+        be planned as a per-row loop.
         """
-        ranked = (
-            select(
-                _r.id,
-                func.row_number().over(partition_by=_r.msisdn, order_by=_r.row_no).label("nth"),
+        repeated = (
+            conn.execute(
+                select(_r.msisdn)
+                .where(_r.campaign_id == campaign_id)
+                .group_by(_r.msisdn)
+                .having(func.count() > 1)
             )
-            .where(_r.campaign_id == campaign_id, _r.status == Status.PENDING.value)
-            .subquery("ranked")
+            .scalars()
+            .all()
         )
-        later = conn.execute(select(ranked.c.id).where(ranked.c.nth > 1)).scalars().all()
+        later: list[int] = []
+        for start in range(0, len(repeated), _ID_BATCH):
+            rows = conn.execute(
+                select(_r.id, _r.msisdn)
+                .where(
+                    _r.campaign_id == campaign_id,
+                    _r.status == Status.PENDING.value,
+                    _r.msisdn.in_(repeated[start : start + _ID_BATCH]),
+                )
+                .order_by(_r.msisdn, _r.row_no)
+            ).all()
+            for _, group in itertools.groupby(rows, key=lambda row: row.msisdn):
+                later.extend(row.id for row in itertools.islice(group, 1, None))
         mark = update(recipients).values(status=Status.DUPLICATE.value)
         for start in range(0, len(later), _ID_BATCH):
             conn.execute(mark.where(_r.id.in_(later[start : start + _ID_BATCH])))
