@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -22,6 +23,7 @@ from batch_sender.store import (
     StagedRow,
     Store,
 )
+from batch_sender.store import queries as store_queries
 from batch_sender.store.tables import messages, recipients
 
 DESIGN_RESULTS_COLUMNS = {
@@ -605,3 +607,29 @@ def test_a_lost_deadlock_is_recognised_as_safe_to_claim_again() -> None:
     assert not _deadlocked(wrapped(psycopg.errors.UndefinedTable("no such table")))
     assert not _deadlocked(ValueError("not a database error"))
     assert not _deadlocked(None)
+
+
+def test_sqlite_without_json_update_claims_and_records_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SQLite older than 3.38 (no ``->>``) takes the executemany path: same results."""
+    monkeypatch.setattr(store_queries, "_SQLITE_JSON_UPDATE", (99, 0, 0))
+    monkeypatch.setattr(store_queries._ClaimSql, "_cache", {})
+    with Store.open(f"sqlite:///{tmp_path / 'old.db'}") as old:
+        campaign = stage(old, numbers(5, payloads=2))
+        first = old.claim_chunk(campaign.id, size=10, client_message_id="c1", worker="w")
+        assert first is not None
+        a, b, c = (r.id for r in first.recipients)
+
+        old.record([Outcome(a, Status.SENT, "a" * 32), Outcome(b, Status.FAILED, "114", "x")])
+
+        rows = {r["row_no"]: r for r in old.results(campaign.id)}
+        assert [rows[n]["status"] for n in range(1, 6)] == [
+            "sent",
+            "pending",
+            "failed",
+            "pending",
+            "sending",
+        ]
+        assert (rows[1]["api_message_id"], rows[5]["client_message_id"]) == ("a" * 32, "c1")
+    assert store_queries._ClaimSql._cache["sqlite+pysqlite"].claim_json is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ _ID_BATCH = 1000  # ids per "WHERE id IN (…)"
 CLAIM_DEADLOCK_RETRIES = 3  # a claim that lost a deadlock is rolled back whole and run again
 _ENDED = frozenset({"finished", "stopped", "interrupted"})
 _SETTLEABLE = (Status.SENDING.value, Status.UNKNOWN.value)
+#: UPDATE … FROM (3.33) and the ->> operator (3.38); older SQLite uses executemany
+_SQLITE_JSON_UPDATE = (3, 38, 0)
 _SERVER_ENGINES = frozenset({"postgresql", "mysql", "mariadb"})
 #: The database's own clock in seconds since the epoch (one clock for every worker's machine).
 _DB_EPOCH = {
@@ -210,6 +213,25 @@ class _ClaimSql:
             f"error_description = {m}, updated_at = {m} "
             f"WHERE id = {m} AND status IN ('sending', 'unknown')"
         )
+
+        # SQLite: claim and record in one statement each, the rows passed as one JSON array
+        # (UPDATE … FROM json_each). Each statement is one GIL hand-off, where an executemany
+        # or a fetch hands the GIL over once per row and then waits for the sending threads to
+        # give it back: that wait, not SQLite, was most of the coordinator's time.
+        self.record_json: str | None = None
+        self.claim_json: str | None = None
+        if dialect.name == "sqlite" and sqlite3.sqlite_version_info >= _SQLITE_JSON_UPDATE:
+            self.claim_json = (
+                "UPDATE recipients SET status = 'sending', client_message_id = j.value ->> 1, "
+                "claimed_by = ?, claimed_at = ?, attempts = attempts + 1, updated_at = ? "
+                "FROM json_each(?) AS j WHERE recipients.id = j.value ->> 0"
+            )
+            self.record_json = (
+                "UPDATE recipients SET status = j.value ->> 1, api_message_id = j.value ->> 2, "
+                "error_code = j.value ->> 3, error_description = j.value ->> 4, updated_at = ? "
+                "FROM json_each(?) AS j WHERE recipients.id = j.value ->> 0 "
+                "AND recipients.status IN ('sending', 'unknown')"
+            )
 
     @classmethod
     def for_dialect(cls, dialect: Dialect) -> _ClaimSql:
@@ -477,30 +499,49 @@ class Store:
             engines.store_errors("claiming recipients", self._url),
             engines.begin_write(self._engine) as conn,
         ):
-            rows = conn.execute(
+            sql = _ClaimSql.for_dialect(conn.dialect)
+            query = (
                 select(_r.id, _r.msisdn, _r.message_id)
                 .where(*pending)
                 .order_by(_r.message_id, _r.id)
                 .limit(size * count)
-                .with_for_update(skip_locked=True)
-            ).all()
+            )
+            rows: Sequence[Sequence[Any]]
+            if sql.claim_json is not None:
+                # one row back, not one per recipient: every row fetched is a GIL hand-off
+                # the worker threads would make this (the only writer) wait for
+                found = query.subquery()
+                packed = conn.execute(
+                    select(
+                        func.json_group_array(
+                            func.json_array(found.c.id, found.c.msisdn, found.c.message_id)
+                        )
+                    )
+                ).scalar_one()
+                rows = sorted(json.loads(packed), key=lambda row: (row[2], row[0]))
+            else:
+                rows = conn.execute(query.with_for_update(skip_locked=True)).all()
             if not rows:
                 return []
-            for message_id, group in itertools.groupby(rows, key=lambda row: row.message_id):
-                members = [(row.id, row.msisdn) for row in group]
+            for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
+                members = [(row[0], row[1]) for row in group]
                 for start in range(0, len(members), size):
                     if len(claimed) < count:
                         claimed.append((new_id(), message_id, members[start : start + size]))
-            sql = _ClaimSql.for_dialect(conn.dialect)
             now = sql.timestamp(_now())
             worker = worker[:64]
-            for client_message_id, _, members in claimed:
+            for client_message_id, _, _ in claimed:
                 if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
                     raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
-                conn.exec_driver_sql(
-                    sql.claim(len(members)),
-                    (client_message_id, worker, now, now, *(rid for rid, _ in members)),
-                )
+            if sql.claim_json is not None:
+                pairs = [[rid, cid] for cid, _, members in claimed for rid, _ in members]
+                conn.exec_driver_sql(sql.claim_json, (worker, now, now, json.dumps(pairs)))
+            else:
+                for client_message_id, _, members in claimed:
+                    conn.exec_driver_sql(
+                        sql.claim(len(members)),
+                        (client_message_id, worker, now, now, *(rid for rid, _ in members)),
+                    )
             payloads = {mid: self._message(conn, mid) for mid in {m for _, m, _ in claimed}}
         return [
             Chunk(
@@ -533,21 +574,21 @@ class Store:
                 return
             sql = _ClaimSql.for_dialect(conn.dialect)
             stamp = sql.timestamp(now)
-            conn.exec_driver_sql(
-                sql.record,
-                [
-                    # (a Status is a str; slicing only what may be long keeps this loop cheap)
-                    (
-                        o.status,
-                        o.api_message_id and o.api_message_id[:API_MESSAGE_ID_LENGTH],
-                        o.error_code and o.error_code[:ERROR_CODE_LENGTH],
-                        o.error_description and o.error_description[:ERROR_DESCRIPTION_LENGTH],
-                        stamp,
-                        o.recipient_id,
-                    )
-                    for o in outcomes
-                ],
-            )
+            # (a Status is a str; slicing only what may be long keeps this loop cheap)
+            values = [
+                (
+                    o.recipient_id,
+                    o.status,
+                    o.api_message_id and o.api_message_id[:API_MESSAGE_ID_LENGTH],
+                    o.error_code and o.error_code[:ERROR_CODE_LENGTH],
+                    o.error_description and o.error_description[:ERROR_DESCRIPTION_LENGTH],
+                )
+                for o in outcomes
+            ]
+            if sql.record_json is not None:
+                conn.exec_driver_sql(sql.record_json, (stamp, json.dumps(values)))
+            else:
+                conn.exec_driver_sql(sql.record, [(*v[1:], stamp, v[0]) for v in values])
 
     def release(
         self, recipient_ids: Sequence[int], *, from_statuses: Sequence[Status] = (Status.SENDING,)
