@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 
 from batch_sender import prepare, settle
-from batch_sender.config import GatewaySettings, RunSettings
+from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
 from batch_sender.delivery import cost
 from batch_sender.errors import (
     EXIT_FAILURES,
@@ -45,6 +45,7 @@ from batch_sender.states import Status
 from batch_sender.store import Campaign, Store
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
+from batch_sender.workers import CourierSpec
 
 __all__ = ["RunResult", "dry_run", "fingerprint", "open_client", "run"]
 
@@ -237,6 +238,7 @@ def run(
     worker = worker_id()
     if shared_rate is None:
         shared_rate = store.shared
+    limiter = _limiter(store, client, settings.rate, shared=shared_rate)
     sender = Sender(
         store=store,
         client=client,
@@ -244,13 +246,14 @@ def run(
         options=settings.message,
         chunk_size=settings.chunk_size,
         concurrency=settings.concurrency,
-        limiter=_limiter(store, client, settings.rate, shared=shared_rate),
+        limiter=limiter,
         max_attempts=settings.max_attempts,
         max_wait=settings.max_wait,
         stop=stop,
         worker=worker,
         progress=progress,
         backoff_scale=settings.backoff_scale,
+        process=_courier_spec(settings, client, limiter, rows=campaign.total),
     )
     with _Heartbeat(store, client, campaign.id, worker, lease=lease):
         stats = sender.run()
@@ -319,6 +322,33 @@ def _limiter(
         return RateLimiter(rate)
     reserve = functools.partial(store.reserve_rate, account_key(client), rate=rate)
     return SharedRateLimiter(rate, reserve)
+
+
+def _courier_spec(
+    settings: RunSettings, client: GatewayClient, limiter: RateLimiter, *, rows: int
+) -> CourierSpec | None:
+    """How to start a sending process for this run, or None to send from threads of this one.
+
+    A process of its own gives the HTTP side a core, away from the coordinator's GIL: worth its
+    start-up (about half a second) on a large campaign. It needs a client it can rebuild (not
+    one over a test transport) and a rate schedule of its own (a shared one needs the database).
+    """
+    mode = settings.send_process
+    if mode == "never" or (mode == "auto" and rows < SEND_PROCESS_MIN_ROWS):
+        return None
+    spec = client.spec()
+    if spec is None or isinstance(limiter, SharedRateLimiter):
+        log.info("sending from threads of this process: the client or the rate is not its own")
+        return None
+    return CourierSpec(
+        client=spec,
+        options=settings.message,
+        concurrency=settings.concurrency,
+        rate=settings.rate,
+        max_attempts=settings.max_attempts,
+        max_wait=settings.max_wait,
+        backoff_scale=settings.backoff_scale,
+    )
 
 
 def _settle_orphans(

@@ -15,6 +15,8 @@ __all__ = [
     "DEFAULT_GATEWAY_URL",
     "DEFAULT_MAX_WAIT",
     "MAX_CHUNK_SIZE",
+    "SEND_PROCESS_MIN_ROWS",
+    "SEND_PROCESS_MODES",
     "GatewaySettings",
     "MessageOptions",
     "RunSettings",
@@ -28,6 +30,10 @@ DEFAULT_CONCURRENCY = 4  # requests in flight
 DEFAULT_MAX_WAIT = 3600.0  # seconds: the longest ERR 130 pause before the run stops instead
 DEFAULT_MAX_ATTEMPTS = 6  # tries of one request on retryable errors
 DEFAULT_MAX_PARTS = 35  # the gateway's ceiling on message parts (concat)
+#: ``--send-process``: requests go out from a process of their own ("always"), from threads of
+#: the run's process ("never"), or the former for campaigns of at least SEND_PROCESS_MIN_ROWS
+SEND_PROCESS_MODES = ("auto", "always", "never")
+SEND_PROCESS_MIN_ROWS = 20_000
 
 #: sendmsg elements that --param may set (the rest have options of their own).
 PARAM_NAMES = frozenset(
@@ -88,3 +94,4 @@ class RunSettings:
     resend_unknown: bool = False
     allow_partial: bool = False  # start even when the balance is short of the estimated cost
     backoff_scale: float = 1.0  # multiplies every retry wait (env BATCH_SENDER_BACKOFF_SCALE)
+    send_process: str = "auto"  # one of SEND_PROCESS_MODES

@@ -101,6 +101,19 @@ class GatewayError(BatchSenderError):
         self.code = code
         self.description = description
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # subclasses take keyword-only arguments (``until``, ``status``) that the default
+        # reduce (``cls(*args)``) would miss: rebuild without calling __init__
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[GatewayError], args: tuple[object, ...], state: dict[str, object]) -> object:
+    """Unpickle a :class:`GatewayError` (it crosses to and from a sending process)."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
 
 class RetryableError(GatewayError):
     """The request did not take effect; sending it again is safe."""

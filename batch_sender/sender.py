@@ -1,41 +1,39 @@
 """Send a campaign's pending recipients: claim chunks, send them on a worker pool, record outcomes.
 
 One coordinator thread owns the database: it claims chunks (``pending → sending``, committed before
-the request leaves), hands them to ``concurrency`` worker threads that share one keep-alive gateway
-client, and records each chunk's outcome as it comes back. Workers hold the sending policy: the
-account-wide rate, the ERR 130 pause that holds every worker, the retry rules of DESIGN.md §3.
+the request leaves), hands them to ``concurrency`` couriers (``courier``) that share one keep-alive
+gateway client, and records each chunk's outcome as it comes back. Couriers hold the sending
+policy: the account-wide rate, the ERR 130 pause that holds every courier, the retry rules of
+DESIGN.md §3. They run on threads of this process, or on threads of a sending process of their
+own (``workers``) when the run asks for it, so that the HTTP side gets a core of its own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from batch_sender import retry
 from batch_sender.config import MessageOptions
-from batch_sender.errors import (
-    STOP_CODES,
-    GatewayError,
-    OutcomeUnknown,
-    RequestRejected,
-    RetryableError,
-    RunStopped,
-    SessionExpired,
-    Throttled,
-    gateway_error_for_code,
-)
-from batch_sender.gateway import GatewayClient, Message, Receipt
-from batch_sender.ratelimit import PauseGate, RateLimiter
+from batch_sender.courier import ChunkResult, Courier, all_outcomes, outcomes_for
+from batch_sender.errors import GatewayError, OutcomeUnknown, RunStopped
+from batch_sender.gateway import GatewayClient
+from batch_sender.ratelimit import RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, Store
+from batch_sender.workers import (
+    CourierSpec,
+    ProcessWorkers,
+    ThreadWorkers,
+    WorkerProcessError,
+    Workers,
+)
 
 __all__ = [
     "ChunkResult",
@@ -49,8 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: per-number codes that mean "not now" rather than "never": session lost, MT limit, internal error
-RETRY_LATER_CODES = frozenset({"003", "005", "130", "901"})
 QUEUE_DEPTH = 2  # chunks claimed ahead per worker, so workers never wait for the coordinator
 POLL_INTERVAL = 0.5  # seconds the coordinator waits for a finished chunk before looking around
 #: seconds a stopping run waits for requests already sent; after it, their rows stay `sending`
@@ -74,17 +70,6 @@ def worker_id() -> str:
 def is_live_worker(claimed_by: str) -> bool:
     """Whether a Sender of this process is running under ``claimed_by`` right now."""
     return claimed_by in _live_workers
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkResult:
-    """What became of one chunk: outcomes to record, rows to hand back, and run-level news."""
-
-    outcomes: tuple[Outcome, ...] = ()
-    release: tuple[int, ...] = ()  # claimed but not accepted: back to pending
-    stop: GatewayError | None = None  # the run must stop (auth, credit, gateway down)
-    requests: int = 0  # HTTP requests this chunk took, retries included
-    pause_until: float | None = None  # ERR 130 mid-list: epoch second sending may resume
 
 
 @dataclass(slots=True)
@@ -113,99 +98,6 @@ class SendStats:
     abandoned: int = 0  # recipients left `sending`: their request outlived STOP_GRACE
 
 
-def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
-    """Map one ``sendmsg`` answer to recipient states: the single place where that is decided.
-
-    Each ``<return>`` is matched to its recipient by its ``To:`` number. An ID means ``sent``; a
-    stop code (301 no credit, mid-list too) hands the row back to ``pending`` and stops the run;
-    ERR 130 mid-list hands the row back for after the pause; any other code is that number's
-    failure. A recipient the answer does not mention is ``unknown``: never lost, never resent.
-    """
-    by_number = {r.msisdn: r.id for r in chunk.recipients}
-    outcomes: list[Outcome] = []
-    release: list[int] = []
-    stop: GatewayError | None = None
-    pause_until: float | None = None
-    for receipt in receipts:
-        number = receipt.to if receipt.to is not None else ""
-        rid = by_number.pop(number, None)
-        if rid is None:
-            rid = by_number.pop(number.lstrip("+0"), None)
-        if rid is None:
-            log.warning("gateway answered for a number not in the request: %r", receipt)
-            continue
-        code = receipt.error_code
-        if receipt.api_message_id is not None:
-            outcomes.append(Outcome(rid, Status.SENT, api_message_id=receipt.api_message_id))
-        elif code in STOP_CODES or code in RETRY_LATER_CODES:
-            # A request-level error repeated for each number, or credit running out mid-list:
-            # this number was not accepted, so it goes back to pending.
-            release.append(rid)
-            error = gateway_error_for_code(code, receipt.error_description or "")
-            if isinstance(error, Throttled):
-                pause_until = max(pause_until or 0.0, error.until)
-            elif isinstance(error, RunStopped) and stop is None:
-                stop = error
-        else:
-            outcomes.append(
-                Outcome(
-                    rid,
-                    Status.FAILED,
-                    error_code=code,
-                    error_description=receipt.error_description,
-                )
-            )
-    outcomes.extend(
-        Outcome(rid, Status.UNKNOWN, error_description="the gateway's answer did not mention it")
-        for rid in by_number.values()
-    )
-    return ChunkResult(tuple(outcomes), tuple(release), stop, 1, pause_until)
-
-
-def _all(chunk: Chunk, status: Status, exc: GatewayError) -> tuple[Outcome, ...]:
-    description = (exc.description or str(exc))[:255]
-    return tuple(
-        Outcome(r.id, status, error_code=exc.code, error_description=description)
-        for r in chunk.recipients
-    )
-
-
-class _WorkerPool:
-    """``size`` daemon threads running ``work(chunk)``: a request stuck in a read cannot keep a
-    stopping process alive (a ThreadPoolExecutor's threads are joined at interpreter exit)."""
-
-    def __init__(self, size: int, work: Callable[[Chunk], ChunkResult]) -> None:
-        self._work = work
-        self._queue: queue.SimpleQueue[tuple[Chunk, Future[ChunkResult]] | None]
-        self._queue = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"batch-sender-{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, chunk: Chunk) -> Future[ChunkResult]:
-        future: Future[ChunkResult] = Future()
-        self._queue.put((chunk, future))
-        return future
-
-    def shutdown(self) -> None:
-        """Let every thread end once the work queued before this is done (without waiting)."""
-        for _ in self._threads:
-            self._queue.put(None)
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            chunk, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(self._work(chunk))
-            except BaseException as exc:  # handed to the coordinator, which records it
-                future.set_exception(exc)
-
-
 class Sender:
     """Send every pending recipient of one campaign, then return :class:`SendStats`."""
 
@@ -226,24 +118,38 @@ class Sender:
         progress: Callable[[SendProgress], None] | None = None,
         sleep: Callable[[float], None] | None = None,
         backoff_scale: float = 1.0,
+        process: CourierSpec | None = None,
     ) -> None:
+        """``process``: send from a child process built to this spec (``workers``) instead of
+        threads sharing ``client`` and ``limiter``; if it cannot start, threads are used."""
         self._store = store
-        self._client = client
         self._campaign_id = campaign_id
-        self._options = options
         self._chunk_size = chunk_size
         self._concurrency = concurrency
-        self._limiter = limiter
-        self._max_attempts = max_attempts
-        self._max_wait = max_wait
         self._stop = stop
         self._worker = worker or worker_id()
         self._progress_cb = progress
-        self._sleep = sleep
-        self._backoff_scale = backoff_scale
-        self._gate = PauseGate()
-        self._messages: dict[int, Message] = {}
+        self._process = process
+        self._courier = Courier(
+            client=client,
+            options=options,
+            limiter=limiter,
+            max_attempts=max_attempts,
+            max_wait=max_wait,
+            stop=stop,
+            sleep=sleep,
+            backoff_scale=backoff_scale,
+        )
         self._fatal: GatewayError | None = None
+
+    def _start_workers(self) -> Workers:
+        if self._process is not None:
+            try:
+                return ProcessWorkers(self._process)
+            except WorkerProcessError as exc:
+                log.warning("%s: sending from this process's threads instead", exc)
+                self._process = None
+        return ThreadWorkers(self._concurrency, self._courier)
 
     # --- coordinator -------------------------------------------------------------------------
 
@@ -253,7 +159,7 @@ class Sender:
         exhausted = False
         stopping_since: float | None = None
         abandoned = 0
-        pool = _WorkerPool(self._concurrency, self._send)
+        pool: Workers | None = None  # started at the first claim: a run may have nothing to send
         _live_workers.add(self._worker)
         try:
             while True:
@@ -269,12 +175,16 @@ class Sender:
                         new_id=new_client_message_id,
                     )
                     exhausted = not chunks
-                    for chunk in chunks:
-                        in_flight[pool.submit(chunk)] = chunk
+                    if chunks:
+                        pool = pool or self._start_workers()
+                        for chunk in chunks:
+                            in_flight[pool.submit(chunk)] = chunk
                 if not in_flight:
                     break
                 timeout = POLL_INTERVAL
                 if self._stop.is_set():
+                    if pool is not None:
+                        pool.stop()
                     now = time.monotonic()
                     stopping_since = stopping_since or now
                     left = stopping_since + STOP_GRACE - now
@@ -297,7 +207,8 @@ class Sender:
                     if self._progress_cb is not None:
                         self._progress_cb(progress)
         finally:
-            pool.shutdown()
+            if pool is not None:
+                pool.shutdown()
             _live_workers.discard(self._worker)
         return SendStats(
             progress,
@@ -318,7 +229,7 @@ class Sender:
             except Exception as exc:  # a bug, not a gateway answer: keep the rows, stop the run
                 log.exception("sending chunk %s failed unexpectedly", chunk.client_message_id)
                 result = ChunkResult(
-                    _all(chunk, Status.UNKNOWN, OutcomeUnknown(f"internal error: {exc!r}")),
+                    all_outcomes(chunk, Status.UNKNOWN, OutcomeUnknown(f"internal error: {exc!r}")),
                     stop=RunStopped(f"internal error: {exc!r}"),
                 )
             outcomes.extend(result.outcomes)
@@ -341,106 +252,3 @@ class Sender:
         if release:
             self._store.release(release)
         return bool(release)
-
-    # --- workers -----------------------------------------------------------------------------
-
-    def _message(self, chunk: Chunk) -> Message:
-        message = self._messages.get(chunk.message_id)
-        if message is None:
-            o = self._options
-            message = Message(
-                text=chunk.wire_text,
-                unicode=chunk.unicode,
-                sender=o.sender,
-                msg_type="SMS_FLASH" if o.flash else None,
-                udh=o.udh,
-                callback=o.callback,
-                concat=chunk.parts if chunk.parts > 1 else None,
-                options=o.params,
-            )
-            self._messages[chunk.message_id] = message
-        return message
-
-    def _send(self, chunk: Chunk) -> ChunkResult:
-        """Send one chunk; news that stops the run stops every worker at once, not when the
-        coordinator gets round to recording it (no request may leave after a 301 came back)."""
-        result = self._send_chunk(chunk)
-        if result.stop is not None:
-            self._stop.set()
-        return result
-
-    def _send_chunk(self, chunk: Chunk) -> ChunkResult:
-        """Send one chunk until it has an answer, a final error, or the run stops."""
-        numbers = [r.msisdn for r in chunk.recipients]
-        message = self._message(chunk)
-        units = chunk.parts * len(numbers)
-        released = tuple(r.id for r in chunk.recipients)
-        requests = 0
-        while True:
-            self._gate.wait(self._stop)
-            if self._stop.is_set():
-                return ChunkResult(release=released, requests=requests)
-            try:
-                for attempt in retry.policy(
-                    max_attempts=self._max_attempts,
-                    stop_event=self._stop,
-                    sleep=self._sleep,
-                    scale=self._backoff_scale,
-                ):
-                    with attempt:
-                        self._gate.wait(self._stop)
-                        self._limiter.acquire(units)
-                        if self._stop.is_set():  # stopped during a pause or a rate wait
-                            return ChunkResult(release=released, requests=requests)
-                        requests += 1
-                        receipts = self._client.sendmsg(
-                            numbers, message, climsgid=chunk.client_message_id
-                        )
-            except Throttled as exc:
-                wait_s = exc.until - time.time()
-                if wait_s > self._max_wait:
-                    stop = RunStopped(
-                        f"{exc}; that is {wait_s:.0f}s away, past --max-wait {self._max_wait:.0f}s",
-                        code=exc.code,
-                        description=exc.description,
-                    )
-                    return ChunkResult(release=released, stop=stop, requests=requests)
-                log.warning("gateway MT limit reached: pausing every worker for %.1fs", wait_s)
-                self._gate.pause_until(exc.until)
-                continue
-            except RetryableError as exc:
-                if not retry.is_retryable(exc):  # a bare HTTP 500: it may have been accepted
-                    return self._unknown(chunk, exc, requests)
-                if self._stop.is_set():
-                    return ChunkResult(release=released, requests=requests)
-                stop = RunStopped(
-                    f"gateway unavailable after {requests} attempts: {exc}",
-                    code=exc.code,
-                    description=exc.description,
-                )
-                return ChunkResult(release=released, stop=stop, requests=requests)
-            except OutcomeUnknown as exc:
-                return self._unknown(chunk, exc, requests)
-            except RequestRejected as exc:
-                return ChunkResult(_all(chunk, Status.FAILED, exc), requests=requests)
-            except (RunStopped, SessionExpired) as exc:
-                if isinstance(exc, SessionExpired) and self._stop.is_set():
-                    return ChunkResult(release=released, requests=requests)
-                return ChunkResult(release=released, stop=exc, requests=requests)
-            result = outcomes_for(chunk, receipts)
-            if result.pause_until is not None:
-                self._gate.pause_until(result.pause_until)
-            return ChunkResult(
-                result.outcomes, result.release, result.stop, requests, result.pause_until
-            )
-
-    @staticmethod
-    def _unknown(chunk: Chunk, exc: GatewayError, requests: int) -> ChunkResult:
-        """The request may have been accepted: its rows are ``unknown``, never resent blindly."""
-        log.warning(
-            "outcome of request %s unknown (%s): its %d recipients are 'unknown'",
-            chunk.client_message_id,
-            exc,
-            len(chunk.recipients),
-        )
-        return ChunkResult(_all(chunk, Status.UNKNOWN, exc), requests=requests)

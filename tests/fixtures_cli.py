@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from batch_sender.cli import cli
 
-__all__ = ["CliResult", "bs", "bs_script", "write_csv"]
+__all__ = ["CliResult", "bs", "bs_script", "each_send_process", "write_csv"]
 
 
 @dataclass
@@ -46,6 +46,15 @@ def _gateway_env(sim: Any) -> dict[str, str]:
         "CLICKATELL_USER": creds.user,
         "CLICKATELL_PASSWORD": creds.password,
     }
+
+
+@pytest.fixture(params=["never", "always"])
+def each_send_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test twice: sending from threads of the run's process, then from a process of its
+    own (``--send-process``, through its environment variable, so subprocesses get it too)."""
+    mode: str = request.param
+    monkeypatch.setenv("BATCH_SENDER_SEND_PROCESS", mode)
+    return mode
 
 
 @pytest.fixture

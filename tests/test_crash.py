@@ -22,7 +22,7 @@ import pytest
 from fixtures_cli import write_csv
 from test_faults import check_ledger, numbers, records, results
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("each_send_process")]
 
 ROWS = 20_000
 SEED = 20261125

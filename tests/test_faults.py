@@ -27,6 +27,9 @@ SCALE = "BATCH_SENDER_BACKOFF_SCALE"
 FAST = {SCALE: "0.01"}
 FINAL = {"sent", "failed", "unknown"}
 
+#: every fault, with requests sent from threads and from a sending process of their own
+pytestmark = pytest.mark.usefixtures("each_send_process")
+
 
 def results(db: Path, campaign: str | None = None) -> list[dict[str, Any]]:
     """The `results` view, read with plain SQL as an operator would."""

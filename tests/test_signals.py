@@ -10,9 +10,13 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from test_crash import Campaign
 
 from batch_sender.sender import STOP_GRACE
+
+#: each signal, with requests sent from threads and from a sending process of their own
+pytestmark = pytest.mark.usefixtures("each_send_process")
 
 ROWS = 2000
 

@@ -37,6 +37,8 @@ from batch_sender.config import (
     DEFAULT_MAX_WAIT,
     MAX_CHUNK_SIZE,
     PARAM_NAMES,
+    SEND_PROCESS_MIN_ROWS,
+    SEND_PROCESS_MODES,
     GatewaySettings,
     MessageOptions,
     RunSettings,
@@ -156,6 +158,15 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     default=DEFAULT_CONCURRENCY,
     show_default=True,
     help="Requests in flight at once.",
+)
+@click.option(
+    "--send-process",
+    type=click.Choice(SEND_PROCESS_MODES),
+    default="auto",
+    show_default=True,
+    envvar="BATCH_SENDER_SEND_PROCESS",
+    help="Send the requests from a second process, so that HTTP and the database each get a "
+    f"CPU core: 'auto' does for campaigns of {SEND_PROCESS_MIN_ROWS:,}+ rows.",
 )
 @click.option(
     "--rate",
@@ -287,6 +298,7 @@ def run(
     delimiter: str | None,
     chunk_size: int,
     concurrency: int,
+    send_process: str,
     rate: float | None,
     max_wait: float,
     max_attempts: int,
@@ -355,6 +367,7 @@ def run(
                 ),
                 chunk_size=chunk_size,
                 concurrency=concurrency,
+                send_process=send_process,
                 rate=rate,
                 max_wait=max_wait,
                 max_attempts=max_attempts,

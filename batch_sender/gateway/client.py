@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "KEEPALIVE_EXPIRY",
     "OPTION_NAMES",
+    "ClientSpec",
     "Credentials",
     "GatewayClient",
     "Message",
@@ -84,6 +85,16 @@ class Credentials:
 
     def __repr__(self) -> str:
         return f"Credentials(api_id={self.api_id!r}, user={self.user!r}, password={_REDACTED!r})"
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """How to build a :class:`GatewayClient` again, in another process (it pickles)."""
+
+    url: str
+    credentials: Credentials
+    max_connections: int
+    timeout: httpx.Timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +159,12 @@ class GatewayClient:
     ) -> None:
         self._url = url
         self._credentials = credentials
+        # None when a transport was given: an in-memory transport cannot be rebuilt elsewhere
+        self._spec = (
+            None
+            if transport is not None
+            else ClientSpec(url, credentials, max_connections, timeout or DEFAULT_TIMEOUT)
+        )
         self._session_id: str | None = None
         self._session_lock = threading.Lock()
         try:
@@ -164,6 +181,20 @@ class GatewayClient:
             headers={"Content-Type": "text/xml; charset=UTF-8"},
             transport=transport,
         )
+
+    @classmethod
+    def from_spec(cls, spec: ClientSpec) -> GatewayClient:
+        """A client like the one whose :meth:`spec` this is (its own connections and session)."""
+        return cls(
+            url=spec.url,
+            credentials=spec.credentials,
+            max_connections=spec.max_connections,
+            timeout=spec.timeout,
+        )
+
+    def spec(self) -> ClientSpec | None:
+        """What :meth:`from_spec` needs to build this client again; None if it cannot."""
+        return self._spec
 
     def __repr__(self) -> str:
         c = self._credentials
