@@ -166,7 +166,7 @@ def stage(
             source=source.description,
             fingerprint=digest,
             options=_options_record(settings),
-            rows=(preparer(row) for row in source),
+            rows=preparer.staged(source.records()),
         )
     else:
         staged = False

@@ -1,23 +1,26 @@
 """Turn source rows into staged rows: normalise the number, render and encode the text.
 
 Every row comes out, accepted (`pending`) or `rejected` with a reason; duplicates are found later,
-in SQL, by the store (or by :func:`dry_run` in memory).
+in SQL, by the store (or by :func:`dry_run` in memory). Rows go in as ``Record`` tuples and come
+out as ``StagedTuple`` tuples, so a million-row campaign is staged without a million objects, and
+each distinct text is encoded once, not once per recipient.
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 import string
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from batch_sender import numbers, sms
 from batch_sender.config import RunSettings
 from batch_sender.errors import InputError
-from batch_sender.sources import SourceRow
+from batch_sender.sources import Record, Source
 from batch_sender.states import Status
-from batch_sender.store import StagedRow
+from batch_sender.store.records import StagedTuple
 
 __all__ = ["DryRunReport", "Preparer", "Template", "dry_run"]
 
@@ -25,6 +28,9 @@ TEXT_COLUMN = "text"  # the column holding each row's text when --text is not gi
 BINARY_PAYLOAD_BYTES = 140  # one SMS carries 140 bytes of user data, UDH included
 MAX_MSISDN_CHARS = 64  # width of recipients.msisdn; longer raw values are cut when rejected
 XML_UNSAFE_GSM = "\x0c"  # form feed: a GSM extension character XML 1.0 cannot hold
+PAYLOAD_CACHE_SIZE = 4096  # distinct rendered texts whose encoding a Preparer remembers
+_PENDING = Status.PENDING.value
+_REJECTED = Status.REJECTED.value
 
 
 class Template:
@@ -58,12 +64,18 @@ class Template:
                 f"the source's columns are: {', '.join(sorted(known))}"
             )
 
-    def render(self, fields: Mapping[str, str]) -> str:
-        if self.static is not None:
-            return self.static
-        return "".join(
-            lit + (fields[name] if name is not None else "") for lit, name in self._pieces
+    def renderer(self, columns: Sequence[str]) -> Callable[[Sequence[str]], str]:
+        """A function rendering one row given as its values in ``columns`` order.
+
+        The template becomes a positional format string (``"Hi {name}"`` → ``"Hi {1}"``): one
+        ``str.format`` call per row, in C.
+        """
+        at = {name: index for index, name in enumerate(columns)}
+        fmt = "".join(
+            lit.replace("{", "{{").replace("}", "}}") + ("" if name is None else f"{{{at[name]}}}")
+            for lit, name in self._pieces
         )
+        return lambda values: fmt.format(*values)
 
 
 def digest(wire_text: str, unicode: bool) -> str:
@@ -75,15 +87,20 @@ def digest(wire_text: str, unicode: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Payload:
-    wire_text: str
-    unicode: bool
-    parts: int
-    digest: str
-    non_gsm: tuple[str, ...]
+    """One encoded text, as its accepted rows carry it."""
+
+    #: what follows the row number and the number in each of its rows (see ``StagedTuple``)
+    tail: tuple[str, int, str, str, bool, None, None]
+    non_gsm: tuple[str, ...]  # characters that forced UCS-2
+
+
+def _payload(wire_text: str, unicode: bool, parts: int, non_gsm: tuple[str, ...]) -> _Payload:
+    tail = (_PENDING, parts, digest(wire_text, unicode), wire_text, unicode, None, None)
+    return _Payload(tail, non_gsm)
 
 
 class Preparer:
-    """Prepare each :class:`SourceRow` of one campaign into a :class:`StagedRow`."""
+    """Prepare the rows of one campaign into staged rows (see :meth:`staged`)."""
 
     def __init__(self, settings: RunSettings, columns: Iterable[str]) -> None:
         columns = tuple(columns)
@@ -91,11 +108,15 @@ class Preparer:
         self._normalise = numbers.Normaliser(
             country=settings.country, strict=settings.strict_numbers
         )
+        #: the message text of one row, from its values
+        self._text_of: Callable[[Sequence[str]], str]
+        template = None
         if settings.text is not None:
-            self._template: Template | None = Template(settings.text)
-            self._template.check(columns)
+            template = Template(settings.text)
+            template.check(columns)
+            self._text_of = template.renderer(columns)
         elif TEXT_COLUMN in columns:
-            self._template = None
+            self._text_of = operator.itemgetter(columns.index(TEXT_COLUMN))
         else:
             raise InputError(
                 f"no message text: give --text or a '{TEXT_COLUMN}' column "
@@ -103,34 +124,58 @@ class Preparer:
             )
         if self._options.udh is not None:
             sms.check_hex(self._options.udh, "--udh")
-        self._static: _Payload | str | None = None
-        if self._template is not None and self._template.static is not None:
-            self._static = self._payload_or_reason(self._template.static)
-        #: characters that forced UCS-2, with how many recipients' texts had them
-        self.non_gsm: Counter[str] = Counter()
+        #: rendered text → its payload, or why it cannot be sent (bounded)
+        self._payloads: dict[str, _Payload | str] = {}
+        #: one row's payload, from its values: the same for every row without placeholders
+        self._payload_of: Callable[[Sequence[str]], _Payload | str] = self._encoded
+        if template is not None and template.static is not None:
+            static = self._payload_or_reason(template.static)
+            self._payload_of = lambda _values: static
+        #: how many accepted rows had each payload's non-GSM characters
+        self._non_gsm_rows: Counter[tuple[str, ...]] = Counter()
 
-    def __call__(self, row: SourceRow) -> StagedRow:
-        number = self._normalise(row.number)
-        if number.msisdn is None:
-            return _rejected(row, number.reason or "bad number")
-        if self._static is not None:
-            payload = self._static
-        else:
-            text = self._template.render(row.fields) if self._template else row.fields[TEXT_COLUMN]
+    @property
+    def non_gsm(self) -> Counter[str]:
+        """Characters that forced UCS-2, with how many recipients' texts had them."""
+        counts: Counter[str] = Counter()
+        for chars, rows in self._non_gsm_rows.items():
+            for char in chars:
+                counts[char] += rows
+        return counts
+
+    def staged(self, records: Iterable[Record]) -> Iterator[StagedTuple]:
+        """Each record as a staged row, accepted (``pending``) or ``rejected`` with a reason.
+
+        The hot loop of staging: a number that is already international digits costs a few
+        string checks, and a text seen before (every row, when the template has no
+        placeholder) costs one dict lookup.
+        """
+        number = self._normalise.pair
+        payload_of = self._payload_of
+        non_gsm = self._non_gsm_rows
+        for row_no, _, raw, values in records:
+            msisdn, reason = number(raw)
+            if msisdn is None:
+                yield _rejected(row_no, raw, reason or "bad number")
+                continue
+            payload = payload_of(values)
+            if isinstance(payload, str):
+                yield _rejected(row_no, msisdn, payload)
+                continue
+            if payload.non_gsm:
+                non_gsm[payload.non_gsm] += 1
+            yield (row_no, msisdn, *payload.tail)
+
+    def _encoded(self, values: Sequence[str]) -> _Payload | str:
+        """The payload of one row's text, encoded once per distinct text."""
+        text = self._text_of(values)
+        payload = self._payloads.get(text)
+        if payload is None:
             payload = self._payload_or_reason(text)
-        if isinstance(payload, str):
-            return _rejected(row, payload, msisdn=number.msisdn)
-        if payload.non_gsm:
-            self.non_gsm.update(payload.non_gsm)
-        return StagedRow(
-            row_no=row.row_no,
-            msisdn=number.msisdn,
-            status=Status.PENDING,
-            parts=payload.parts,
-            digest=payload.digest,
-            wire_text=payload.wire_text,
-            unicode=payload.unicode,
-        )
+            if len(self._payloads) >= PAYLOAD_CACHE_SIZE:
+                self._payloads.clear()
+            self._payloads[text] = payload
+        return payload
 
     def _payload_or_reason(self, text: str) -> _Payload | str:
         """Encode one rendered text, or say why it cannot be sent."""
@@ -145,7 +190,7 @@ class Preparer:
             size = len(wire) // 2 + (len(options.udh) // 2 if options.udh else 0)
             if size > BINARY_PAYLOAD_BYTES:
                 return f"binary payload of {size} bytes exceeds {BINARY_PAYLOAD_BYTES}"
-            return _Payload(wire, False, 1, digest(wire, False), ())
+            return _payload(wire, False, 1, ())
         try:
             encoded = sms.encode(text, unicode=options.unicode)
             if not encoded.unicode and XML_UNSAFE_GSM in encoded.wire_text:
@@ -157,22 +202,12 @@ class Preparer:
             return str(exc)
         if encoded.parts > options.max_parts:
             return f"text needs {encoded.parts} message parts, over --max-parts {options.max_parts}"
-        return _Payload(
-            encoded.wire_text,
-            encoded.unicode,
-            encoded.parts,
-            digest(encoded.wire_text, encoded.unicode),
-            encoded.non_gsm,
-        )
+        return _payload(encoded.wire_text, encoded.unicode, encoded.parts, encoded.non_gsm)
 
 
-def _rejected(row: SourceRow, reason: str, *, msisdn: str | None = None) -> StagedRow:
-    return StagedRow(
-        row_no=row.row_no,
-        msisdn=(msisdn if msisdn is not None else row.number)[:MAX_MSISDN_CHARS],
-        status=Status.REJECTED,
-        error_description=reason,
-    )
+def _rejected(row_no: int, msisdn: str, reason: str) -> StagedTuple:
+    """A rejected row: its number (the raw value, cut to the column, for a bad number) and why."""
+    return row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, 0, None, None, False, None, reason
 
 
 @dataclass(slots=True)
@@ -204,7 +239,7 @@ class DryRunReport:
 
 
 def dry_run(
-    rows: Iterable[SourceRow],
+    source: Source,
     preparer: Preparer,
     *,
     chunk_size: int,
@@ -214,24 +249,25 @@ def dry_run(
     report = DryRunReport()
     seen: set[int] = set()
     per_payload: Counter[str] = Counter()
-    for row in rows:
-        staged = preparer(row)
-        if staged.status is Status.REJECTED:
+    for _, msisdn, status, parts, digest_, _, unicode, _, reason in preparer.staged(
+        source.records()
+    ):
+        if status == _REJECTED:
             report.rejected += 1
-            report.reasons[staged.error_description or ""] += 1
+            report.reasons[reason or ""] += 1
             continue
-        key = int(staged.msisdn)
+        key = int(msisdn)
         if key in seen:
             report.duplicates += 1
             continue
         seen.add(key)
-        if staged.msisdn in suppressed:
+        if msisdn in suppressed:
             report.suppressed += 1
             continue
         report.recipients += 1
-        report.parts += staged.parts
-        report.unicode_recipients += staged.unicode
-        per_payload[staged.digest or ""] += 1
+        report.parts += parts
+        report.unicode_recipients += unicode
+        per_payload[digest_ or ""] += 1
     report.requests = sum(-(-n // chunk_size) for n in per_payload.values())
     report.non_gsm_characters = dict(preparer.non_gsm.most_common())
     return report

@@ -1,13 +1,14 @@
 """Where recipients come from: a CSV file or a SQL query, both streamed as ``SourceRow``s.
 
 Open a source with ``open_csv`` or ``open_sql`` (either raises ``InputError`` for a bad file,
-header, URL or query before anything is staged), read ``columns`` and ``identity``, iterate once.
+header, URL or query before anything is staged), read ``columns`` and ``identity``, iterate once
+(``records()`` gives the same rows as plain ``Record`` tuples, for hot loops).
 """
 
 from __future__ import annotations
 
-from batch_sender.sources.base import Source, SourceRow
+from batch_sender.sources.base import Record, Source, SourceRow
 from batch_sender.sources.csvfile import CsvSource, open_csv
 from batch_sender.sources.sql import SqlSource, open_sql
 
-__all__ = ["CsvSource", "Source", "SourceRow", "SqlSource", "open_csv", "open_sql"]
+__all__ = ["CsvSource", "Record", "Source", "SourceRow", "SqlSource", "open_csv", "open_sql"]

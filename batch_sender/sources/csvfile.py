@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import IO, Final
 
 from batch_sender.errors import InputError
-from batch_sender.sources.base import SourceRow
+from batch_sender.sources.base import Record, SourceRow, source_rows
 
 __all__ = ["DELIMITERS", "MAX_FIELD_CHARS", "SNIFF_BYTES", "CsvSource", "open_csv"]
 
@@ -63,7 +63,7 @@ class CsvSource:
         self.encoding = encoding
         self._identity: str | None = None
         self._started = False
-        self._rows_gen: Generator[SourceRow, None, None] | None = None
+        self._rows_gen: Generator[Record, None, None] | None = None
         self._file = _open_text(path, display, encoding)
         try:
             self._reader = csv.reader(self._file, delimiter=delimiter, strict=True)
@@ -98,6 +98,10 @@ class CsvSource:
         return self._identity
 
     def __iter__(self) -> Iterator[SourceRow]:
+        return source_rows(self.columns, self.records())
+
+    def records(self) -> Iterator[Record]:
+        """Every data row as a plain tuple; ``__iter__`` wraps these in :class:`SourceRow`."""
         if self._started:
             raise RuntimeError(f"{self.description}: a source can be iterated only once")
         self._started = True
@@ -158,7 +162,7 @@ class CsvSource:
             )
         return tuple(names)
 
-    def _next_row(self, *, row_no: int) -> SourceRow | None:
+    def _next_row(self, *, row_no: int) -> Record | None:
         """The next non-blank row, checked, or None at the end of the file (used for the first)."""
         reader = self._reader
         width = len(self.columns)
@@ -166,18 +170,13 @@ class CsvSource:
         with self._converted_errors(start_line=start):
             for row in reader:
                 if len(row) == width:
-                    return SourceRow(
-                        row_no,
-                        start,
-                        row[self._to_index],
-                        dict(zip(self.columns, row, strict=False)),  # widths checked above
-                    )
+                    return row_no, start, row[self._to_index], row
                 if row:
                     raise self._ragged(start, len(row))
                 start = reader.line_num + 1
         return None
 
-    def _rows(self) -> Generator[SourceRow, None, None]:
+    def _rows(self) -> Generator[Record, None, None]:
         """Yield every data row; the hot loop of a million-row campaign, so kept lean."""
         try:
             first = self._first
@@ -186,8 +185,7 @@ class CsvSource:
             self._first = None
             yield first
             reader = self._reader
-            header = self.columns
-            width = len(header)
+            width = len(self.columns)
             index = self._to_index
             row_no = 1
             line = reader.line_num
@@ -201,8 +199,7 @@ class CsvSource:
                     row_no += 1
                     start = line + 1
                     line = reader.line_num
-                    fields = dict(zip(header, row, strict=False))  # widths checked above
-                    yield SourceRow(row_no, start, row[index], fields)
+                    yield row_no, start, row[index], row
             except (csv.Error, UnicodeDecodeError, _NulByte) as exc:
                 raise self._input_error(exc, line + 1) from exc
         finally:

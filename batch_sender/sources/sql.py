@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
 
 from batch_sender.errors import InputError
-from batch_sender.sources.base import SourceRow
+from batch_sender.sources.base import Record, SourceRow, source_rows
 
 __all__ = ["SQL_BATCH_ROWS", "SqlSource", "open_sql"]
 
@@ -38,7 +38,7 @@ class SqlSource:
         self.description = f"SQL: {_shorten(query)} ({self.url})"
         self._password = parsed.password
         self._started = False
-        self._rows_gen: Generator[SourceRow, None, None] | None = None
+        self._rows_gen: Generator[Record, None, None] | None = None
         self._engine: Engine | None = None
         self._conn: Connection | None = None
         self._result: CursorResult[Any] | None = None
@@ -71,6 +71,10 @@ class SqlSource:
         return f"sql url={self.url} to={self.to_column!r}\n{self.query.strip()}"
 
     def __iter__(self) -> Iterator[SourceRow]:
+        return source_rows(self.columns, self.records())
+
+    def records(self) -> Iterator[Record]:
+        """Every row as a plain tuple; ``__iter__`` wraps these in :class:`SourceRow`."""
         if self._started:
             raise RuntimeError(f"{self.description}: a source can be iterated only once")
         self._started = True
@@ -115,8 +119,7 @@ class SqlSource:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _rows(self) -> Generator[SourceRow, None, None]:
-        header = self.columns
+    def _rows(self) -> Generator[Record, None, None]:
         index = self._to_index
         row_no = 0
         try:
@@ -126,8 +129,7 @@ class SqlSource:
                 for values in batch:
                     row_no += 1
                     row = [v if v.__class__ is str else _text(v) for v in values]
-                    fields = dict(zip(header, row, strict=False))  # one value per key
-                    yield SourceRow(row_no, row_no, row[index], fields)
+                    yield row_no, row_no, row[index], row
                 batch = self._guard("reading the result failed", self._fetch)
         finally:
             self._release()

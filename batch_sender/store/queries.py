@@ -51,6 +51,8 @@ from batch_sender.store.records import (
     InFlight,
     Outcome,
     StagedRow,
+    StagedTuple,
+    staged_tuple,
 )
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
@@ -118,24 +120,18 @@ _STAGE_COLUMNS = (
 )
 
 
-def _bulk_writer(conn: Connection) -> Callable[[list[tuple[Any, ...]]], None]:
-    """The fastest way this connection's driver has to insert many recipients rows.
+def _bulk_writer(
+    conn: Connection, updated_at: datetime
+) -> tuple[Callable[[list[tuple[Any, ...]]], None], Any]:
+    """The fastest way this connection's driver has to insert many recipients rows, and the
+    ``updated_at`` value in the form it takes (the one value needing conversion: converted once).
 
     PostgreSQL (psycopg): ``COPY … FROM STDIN``. Positional drivers (sqlite3, PyMySQL, which
     rewrites executemany into multi-row INSERTs): the Core INSERT compiled once and run as a driver
     executemany of tuples, skipping SQLAlchemy's per-row parameter processing. Anything else: Core
-    executemany. The only value needing conversion, ``updated_at``, is converted once up front.
+    executemany.
     """
     dialect = conn.dialect
-    to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-    where = _STAGE_COLUMNS.index("updated_at")
-
-    def converted(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        if to_db is None or not rows:
-            return rows
-        value = to_db(rows[0][where])  # one timestamp for the whole staging
-        return [(*row[:where], value, *row[where + 1 :]) for row in rows]
-
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         copy_sql = f"COPY recipients ({', '.join(_STAGE_COLUMNS)}) FROM STDIN"
 
@@ -145,22 +141,23 @@ def _bulk_writer(conn: Connection) -> Callable[[list[tuple[Any, ...]]], None]:
                 for row in rows:
                     out.write_row(row)
 
-        return copy
+        return copy, updated_at
     compiled = insert(recipients).compile(dialect=dialect, column_keys=list(_STAGE_COLUMNS))
     if compiled.positiontup is not None and tuple(compiled.positiontup) == _STAGE_COLUMNS:
         sql = compiled.string
+        to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
 
         def positional(rows: list[tuple[Any, ...]]) -> None:
-            conn.exec_driver_sql(sql, converted(rows))
+            conn.exec_driver_sql(sql, rows)
 
-        return positional
+        return positional, updated_at if to_db is None else to_db(updated_at)
 
     def core(rows: list[tuple[Any, ...]]) -> None:
         conn.execute(
             insert(recipients), [dict(zip(_STAGE_COLUMNS, row, strict=True)) for row in rows]
         )
 
-    return core
+    return core, updated_at
 
 
 def _update_by_case(outcomes: Sequence[Outcome], now: datetime) -> Update:
@@ -187,11 +184,11 @@ def _update_by_case(outcomes: Sequence[Outcome], now: datetime) -> Update:
     )
 
 
-def _batched(rows: Iterable[StagedRow], size: int) -> Iterator[list[StagedRow]]:
-    """``rows`` in lists of ``size`` (itertools.batched arrives in Python 3.12)."""
+def _batched(rows: Iterable[StagedRow | StagedTuple], size: int) -> Iterator[list[StagedTuple]]:
+    """``rows`` in lists of ``size``, as tuples (itertools.batched arrives in Python 3.12)."""
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, size)):
-        yield batch
+        yield [staged_tuple(row) if isinstance(row, StagedRow) else row for row in batch]
 
 
 class _ClaimSql:
@@ -375,10 +372,13 @@ class Store:
         source: str,
         fingerprint: str,
         options: dict[str, object],
-        rows: Iterable[StagedRow],
+        rows: Iterable[StagedRow | StagedTuple],
         batch_size: int = DEFAULT_STAGE_BATCH,
     ) -> tuple[Campaign, bool]:
         """Write a new campaign and all its rows in one transaction; (campaign, created?).
+
+        ``rows`` may be :class:`StagedRow` objects or, on the hot path, plain tuples of the same
+        fields (:data:`StagedTuple`).
 
         If ``name`` exists already nothing is staged and the existing campaign is returned with
         False: the caller compares fingerprints. Any exception, including one raised by ``rows``,
@@ -869,34 +869,39 @@ class Store:
         return int(key[0])
 
     def _stage_rows(
-        self, conn: Connection, campaign_id: int, rows: Iterable[StagedRow], batch_size: int
+        self,
+        conn: Connection,
+        campaign_id: int,
+        rows: Iterable[StagedRow | StagedTuple],
+        batch_size: int,
     ) -> int:
         """Insert ``rows`` in batches, creating each distinct payload once; the row count."""
         digests: dict[str, int] = {}  # digest → messages.id, bounded
         evicted = False
         total = 0
-        write = _bulk_writer(conn)
-        updated_at = _now()
+        write, updated_at = _bulk_writer(conn, _now())
         for batch in _batched(rows, batch_size):
             if len(digests) > MESSAGE_CACHE_SIZE:
                 digests.clear()
                 evicted = True
             self._ensure_messages(conn, campaign_id, batch, digests, evicted)
+            message_id = digests.get
             write(
                 [
                     (
                         campaign_id,
-                        row.row_no,
-                        row.msisdn[:MSISDN_LENGTH],
-                        row.status.value,
-                        None if row.digest is None else digests.get(row.digest),
-                        row.parts,
+                        row_no,
+                        msisdn[:MSISDN_LENGTH],
+                        status,
+                        None if digest is None else message_id(digest),
+                        parts,
                         0,
-                        _clip(row.error_code, ERROR_CODE_LENGTH),
-                        _clip(row.error_description, ERROR_DESCRIPTION_LENGTH),
+                        # _clip, inlined: this runs a million times
+                        None if code is None else code[:ERROR_CODE_LENGTH],
+                        None if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
                         updated_at,
                     )
-                    for row in batch
+                    for row_no, msisdn, status, parts, digest, _, _, code, reason in batch
                 ]
             )
             total += len(batch)
@@ -906,17 +911,19 @@ class Store:
         self,
         conn: Connection,
         campaign_id: int,
-        batch: Sequence[StagedRow],
+        batch: Sequence[StagedTuple],
         digests: dict[str, int],
         evicted: bool,
     ) -> None:
         """Make sure every payload of ``batch`` has a messages row and its id is in ``digests``."""
-        new: dict[str, StagedRow] = {}
+        new: dict[str, StagedTuple] = {}
         for row in batch:
-            if row.status is Status.PENDING and (row.digest is None or row.wire_text is None):
-                raise ValueError(f"row {row.row_no}: a pending row needs a digest and wire_text")
-            if row.digest is not None and row.wire_text is not None and row.digest not in digests:
-                new.setdefault(row.digest, row)
+            digest, wire_text = row[4], row[5]
+            if digest is None or wire_text is None:
+                if row[2] == Status.PENDING:
+                    raise ValueError(f"row {row[0]}: a pending row needs a digest and wire_text")
+            elif digest not in digests:
+                new.setdefault(digest, row)
         if not new:
             return
         if evicted:  # some of these may have been created before the cache was cleared
@@ -930,11 +937,11 @@ class Store:
                 {
                     "campaign_id": campaign_id,
                     "digest": digest,
-                    "wire_text": row.wire_text,
-                    "unicode": row.unicode,
-                    "parts": row.parts,
+                    "wire_text": wire_text,
+                    "unicode": unicode,
+                    "parts": parts,
                 }
-                for digest, row in new.items()
+                for digest, (_, _, _, parts, _, wire_text, unicode, _, _) in new.items()
             ],
         )
         digests.update(self._message_ids(conn, campaign_id, list(new)))
