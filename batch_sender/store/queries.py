@@ -470,7 +470,9 @@ class Store:
         """
         pending: tuple[ColumnElement[bool], ...] = (
             _r.campaign_id == campaign_id,
-            _r.status == Status.PENDING.value,
+            # a literal, not a parameter: SQLite uses its partial index of pending rows only
+            # when the statement itself says status = 'pending' (revision 0006)
+            _r.status == literal(Status.PENDING.value, literal_execute=True),
         )
         extra = None if self.before_claim is None else self.before_claim(campaign_id)
         if extra is not None:
