@@ -348,6 +348,7 @@ def _courier_spec(
         max_attempts=settings.max_attempts,
         max_wait=settings.max_wait,
         backoff_scale=settings.backoff_scale,
+        log_level=logging.getLogger("batch_sender").getEffectiveLevel(),
     )
 
 

@@ -122,6 +122,8 @@ class CourierSpec:
     max_attempts: int
     max_wait: float
     backoff_scale: float = 1.0
+    #: the level of the parent's ``batch_sender`` logger: records below it are not even sent
+    log_level: int = logging.INFO
 
 
 class ProcessWorkers:
@@ -242,7 +244,7 @@ class _PipeLogHandler(logging.Handler):
     """Hand the child's log records to the parent, which logs them in its own format."""
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
-        super().__init__(logging.INFO)
+        super().__init__()
         self._send = send
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -278,13 +280,16 @@ def child_main() -> int:
             outbox.write(data)
             outbox.flush()
 
-    root = logging.getLogger()
-    root.handlers[:] = [_PipeLogHandler(send)]
-    root.setLevel(logging.INFO)
+    # the parent logs only its own package's records (httpx's line per request is not one of
+    # them): so does the child, at the parent's level, through the pipe
+    ours = logging.getLogger("batch_sender")
+    ours.handlers[:] = [_PipeLogHandler(send)]
+    ours.propagate = False
     kind, spec = pickle.load(inbox)
     if kind != "spec" or not isinstance(spec, CourierSpec):
         log.error("the sending process expected its spec first, got %r", kind)
         return 2
+    ours.setLevel(spec.log_level)
     stop = threading.Event()
     with GatewayClient.from_spec(spec.client) as client:
         courier = Courier(
