@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 #: seconds the sending process may take to start and build its client before the run falls
 #: back to threads
 STARTUP_TIMEOUT = 30.0
+#: seconds a pool being shut down waits for an idle child to exit
+SHUTDOWN_WAIT = 5.0
 #: seconds a finishing child waits for its threads' last requests before it exits
 CHILD_DRAIN_TIMEOUT = 60.0
 #: how the sending process is started (its module's ``__main__``)
@@ -184,8 +186,15 @@ class ProcessWorkers:
                 self._write(("stop",))
 
     def shutdown(self) -> None:
-        with self._lock, contextlib.suppress(OSError):
-            self._to_child.close()
+        """Close the child's input; when it holds no chunk, wait (briefly) for it to exit, so
+        that its CPU time is counted as this process's and no zombie is left behind."""
+        with self._lock:
+            idle = not self._futures
+            with contextlib.suppress(OSError):  # a dead child's pipe cannot take the flush
+                self._to_child.close()
+        if idle:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(SHUTDOWN_WAIT)
 
     def _write(self, message: tuple[Any, ...]) -> None:
         data = pickle.dumps(message, _PROTOCOL)

@@ -37,9 +37,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     op.drop_index(_NAME, table_name="recipients")
-    op.create_index(
-        _NAME, "recipients", _COLUMNS, sqlite_where=sa.text("status = 'pending'")
-    )
+    op.create_index(_NAME, "recipients", _COLUMNS, sqlite_where=sa.text("status = 'pending'"))
 
 
 def downgrade() -> None:
