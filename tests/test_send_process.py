@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_crash import LATENCY_MS, MID_RUN, Campaign
@@ -52,6 +54,21 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in path.read_text().split()]
     except OSError:
         return []
+
+
+def sending_mid_run(
+    tmp_path: Path, sim: Any, rows: int = 20_000, accepted: int = 2000
+) -> tuple[Campaign, subprocess.Popen[str], list[int]]:
+    """A run with a sending process, once the gateway has accepted ``accepted`` messages; the
+    campaign, the run's process and its children (the sending process)."""
+    camp = Campaign(tmp_path, sim, rows, "--send-process", "always")
+    run = camp.start()
+    deadline = time.monotonic() + 60
+    while sim.accepted_count < accepted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kids = children(run.pid)
+    assert kids, "the run has no sending process"
+    return camp, run, kids
 
 
 def test_always_sends_from_a_child_process_that_ends_with_the_run(make_simulator, tmp_path):
@@ -94,13 +111,7 @@ def test_the_child_dies_with_its_parent_and_a_rerun_sends_each_number_once(
     make_simulator, tmp_path
 ):
     sim = make_simulator(latency_ms=LATENCY_MS)
-    camp = Campaign(tmp_path, sim, 20_000, "--send-process", "always")
-    run = camp.start()
-    deadline = time.monotonic() + 60
-    while sim.accepted_count < 2000 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    kids = children(run.pid)
-    assert kids, "the run has no sending process"
+    camp, run, kids = sending_mid_run(tmp_path, sim)
 
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=10)
@@ -112,12 +123,7 @@ def test_the_child_dies_with_its_parent_and_a_rerun_sends_each_number_once(
 
 def test_a_child_killed_mid_run_leaves_its_rows_unknown_never_lost(make_simulator, tmp_path):
     sim = make_simulator(latency_ms=LATENCY_MS)
-    camp = Campaign(tmp_path, sim, 20_000, "--send-process", "always")
-    run = camp.start()
-    deadline = time.monotonic() + 60
-    while sim.accepted_count < 2000 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    (kid,) = children(run.pid)
+    camp, run, (kid,) = sending_mid_run(tmp_path, sim)
 
     os.kill(kid, signal.SIGKILL)
     _, err = run.communicate(timeout=60)
