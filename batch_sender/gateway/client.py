@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
 from typing import TypeVar
@@ -433,7 +433,7 @@ def _receipts(to: Sequence[str], lines: list[str]) -> list[Receipt]:
             raise errors.ProtocolError(f"{len(receipts)} returns for a single-number sendmsg")
         if code is not None and code not in errors.DESTINATION_CODES:
             raise errors.gateway_error_for_code(code, first.error_description or "")
-        return [first if first.to is not None else replace(first, to=to[0])]
+        return [first if first.to is not None else first._replace(to=to[0])]
     if code is not None:
         single_untargeted = len(receipts) == 1 and first.to is None
         same_everywhere = code not in errors.DESTINATION_CODES and all(
