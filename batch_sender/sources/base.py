@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Record", "Source", "SourceRow", "source_rows"]
+__all__ = ["Record", "Source", "SourceRow", "StreamOnce", "source_rows"]
 
 #: A :class:`SourceRow` as a plain tuple, for hot loops: ``(row_no, line_no, number, values)``,
 #: ``values`` in the order of the source's ``columns``. A million rows as objects with a dict of
@@ -55,3 +55,35 @@ def source_rows(columns: tuple[str, ...], records: Iterable[Record]) -> Iterator
         SourceRow(row_no, line_no, number, dict(zip(columns, values, strict=True)))
         for row_no, line_no, number, values in records
     )
+
+
+class StreamOnce:
+    """The iterate-once part every source shares: ``records()`` (and ``__iter__`` over it) start
+    the subclass's ``_rows()`` generator once; ``_stop_rows()`` closes it early, which runs its
+    ``finally`` (where the subclass releases its file or cursor)."""
+
+    description: str
+    columns: tuple[str, ...]
+
+    def __init__(self) -> None:
+        self._started = False
+        self._rows_gen: Generator[Record, None, None] | None = None
+
+    def _rows(self) -> Generator[Record, None, None]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        return source_rows(self.columns, self.records())
+
+    def records(self) -> Iterator[Record]:
+        """Every data row as a plain tuple; ``__iter__`` wraps these in :class:`SourceRow`."""
+        if self._started:
+            raise RuntimeError(f"{self.description}: a source can be iterated only once")
+        self._started = True
+        self._rows_gen = self._rows()
+        return self._rows_gen
+
+    def _stop_rows(self) -> None:
+        if self._rows_gen is not None:
+            gen, self._rows_gen = self._rows_gen, None
+            gen.close()

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import IO, Final
 
 from batch_sender.errors import InputError
-from batch_sender.sources.base import Record, SourceRow, source_rows
+from batch_sender.sources.base import Record, StreamOnce
 
 __all__ = ["DELIMITERS", "MAX_FIELD_CHARS", "SNIFF_BYTES", "CsvSource", "open_csv"]
 
@@ -43,7 +43,7 @@ class _NulCheckingReader(io.BufferedReader):
         return data
 
 
-class CsvSource:
+class CsvSource(StreamOnce):
     """A CSV file of recipients whose header has been read and checked; iterate once."""
 
     def __init__(
@@ -61,9 +61,8 @@ class CsvSource:
         self.to_column = to_column
         self.delimiter = delimiter
         self.encoding = encoding
+        super().__init__()
         self._identity: str | None = None
-        self._started = False
-        self._rows_gen: Generator[Record, None, None] | None = None
         self._file = _open_text(path, display, encoding)
         try:
             self._reader = csv.reader(self._file, delimiter=delimiter, strict=True)
@@ -97,22 +96,9 @@ class CsvSource:
             )
         return self._identity
 
-    def __iter__(self) -> Iterator[SourceRow]:
-        return source_rows(self.columns, self.records())
-
-    def records(self) -> Iterator[Record]:
-        """Every data row as a plain tuple; ``__iter__`` wraps these in :class:`SourceRow`."""
-        if self._started:
-            raise RuntimeError(f"{self.description}: a source can be iterated only once")
-        self._started = True
-        self._rows_gen = self._rows()
-        return self._rows_gen
-
     def close(self) -> None:
         """Release the file; safe to call twice, and in the middle of an iteration."""
-        if self._rows_gen is not None:
-            gen, self._rows_gen = self._rows_gen, None
-            gen.close()  # runs its ``finally``, which closes the file
+        self._stop_rows()
         self._file.close()
 
     def __enter__(self) -> CsvSource:

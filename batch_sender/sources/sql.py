@@ -7,7 +7,7 @@ This module is the one boundary where the source database's SQLAlchemy/DBAPI err
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
 
 from batch_sender.errors import InputError
-from batch_sender.sources.base import Record, SourceRow, source_rows
+from batch_sender.sources.base import Record, StreamOnce
 
 __all__ = ["SQL_BATCH_ROWS", "SqlSource", "open_sql"]
 
@@ -25,7 +25,7 @@ _T = TypeVar("_T")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")  # for URLs SQLAlchemy cannot parse
 
 
-class SqlSource:
+class SqlSource(StreamOnce):
     """A recipients query, already executed so its columns are known; iterate once."""
 
     def __init__(
@@ -37,8 +37,7 @@ class SqlSource:
         self.to_column = to_column
         self.description = f"SQL: {_shorten(query)} ({self.url})"
         self._password = parsed.password
-        self._started = False
-        self._rows_gen: Generator[Record, None, None] | None = None
+        super().__init__()
         self._engine: Engine | None = None
         self._conn: Connection | None = None
         self._result: CursorResult[Any] | None = None
@@ -70,22 +69,9 @@ class SqlSource:
         """
         return f"sql url={self.url} to={self.to_column!r}\n{self.query.strip()}"
 
-    def __iter__(self) -> Iterator[SourceRow]:
-        return source_rows(self.columns, self.records())
-
-    def records(self) -> Iterator[Record]:
-        """Every row as a plain tuple; ``__iter__`` wraps these in :class:`SourceRow`."""
-        if self._started:
-            raise RuntimeError(f"{self.description}: a source can be iterated only once")
-        self._started = True
-        self._rows_gen = self._rows()
-        return self._rows_gen
-
     def close(self) -> None:
         """Release the cursor, the connection and the engine; safe to call twice."""
-        if self._rows_gen is not None:
-            gen, self._rows_gen = self._rows_gen, None
-            gen.close()  # runs its ``finally``, which releases
+        self._stop_rows()
         self._release()
 
     def _release(self) -> None:
