@@ -128,6 +128,24 @@ class CourierSpec:
     log_level: int = logging.INFO
 
 
+class _Outbox:
+    """Pickled messages onto one end of a pipe, each written whole, from any thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        data = pickle.dumps(message, _PROTOCOL)
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+
+
 class ProcessWorkers:
     """Couriers on ``spec.concurrency`` threads of a child process (see the module docstring).
 
@@ -136,7 +154,7 @@ class ProcessWorkers:
 
     def __init__(self, spec: CourierSpec) -> None:
         self._futures: dict[int, Future[ChunkResult]] = {}
-        self._lock = threading.Lock()  # guards _futures and writes to the child
+        self._lock = threading.Lock()  # guards _futures
         self._seq = itertools.count()
         self._stopped = False
         self._process = subprocess.Popen(
@@ -146,14 +164,14 @@ class ProcessWorkers:
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
         )
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._to_child: IO[bytes] = self._process.stdin
+        self._to_child = _Outbox(self._process.stdin)
         self._from_child: IO[bytes] = self._process.stdout
         ready = threading.Event()
         self._reader = threading.Thread(
             target=self._read, args=(ready,), name="batch-sender-courier-results", daemon=True
         )
         try:
-            self._write(("spec", spec))
+            self._to_child.send(("spec", spec))
         except OSError as exc:
             self._process.kill()
             raise WorkerProcessError(f"the sending process did not start: {exc}") from exc
@@ -174,7 +192,7 @@ class ProcessWorkers:
             seq = next(self._seq)
             self._futures[seq] = future
         try:
-            self._write(("chunk", seq, chunk))
+            self._to_child.send(("chunk", seq, chunk))
         except (OSError, ValueError) as exc:  # the child is gone (or its pipe closed)
             self._fail(seq, WorkerProcessError(f"the sending process is gone: {exc}"))
         return future
@@ -183,24 +201,18 @@ class ProcessWorkers:
         if not self._stopped:
             self._stopped = True
             with contextlib.suppress(OSError, ValueError):
-                self._write(("stop",))
+                self._to_child.send(("stop",))
 
     def shutdown(self) -> None:
         """Close the child's input; when it holds no chunk, wait (briefly) for it to exit, so
         that its CPU time is counted as this process's and no zombie is left behind."""
         with self._lock:
             idle = not self._futures
-            with contextlib.suppress(OSError):  # a dead child's pipe cannot take the flush
-                self._to_child.close()
+        with contextlib.suppress(OSError):  # a dead child's pipe cannot take the flush
+            self._to_child.close()
         if idle:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(SHUTDOWN_WAIT)
-
-    def _write(self, message: tuple[Any, ...]) -> None:
-        data = pickle.dumps(message, _PROTOCOL)
-        with self._lock:
-            self._to_child.write(data)
-            self._to_child.flush()
 
     def _fail(self, seq: int, exc: BaseException) -> None:
         with self._lock:
@@ -279,15 +291,8 @@ def child_main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = sys.stdin.buffer
-    outbox = sys.stdout.buffer
+    send = _Outbox(sys.stdout.buffer).send
     sys.stdout = sys.stderr  # nothing but our messages may reach the parent's pipe
-    lock = threading.Lock()
-
-    def send(message: tuple[Any, ...]) -> None:
-        data = pickle.dumps(message, _PROTOCOL)
-        with lock:
-            outbox.write(data)
-            outbox.flush()
 
     # the parent logs only its own package's records (httpx's line per request is not one of
     # them): so does the child, at the parent's level, through the pipe

@@ -84,7 +84,7 @@ def test_always_sends_from_a_child_process_that_ends_with_the_run(make_simulator
     assert camp.ledger() == {"rows": ROWS, "sent": ROWS, "duplicates": 0, "lost": 0}
 
 
-def test_never_and_auto_below_the_threshold_send_from_threads(make_simulator, tmp_path):
+def test_auto_below_the_threshold_sends_from_threads(make_simulator, tmp_path):
     sim = make_simulator()
     camp = Campaign(tmp_path, sim, 500, "--send-process", "auto")
     run = camp.start()
