@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from batch_sender.store import (
     Store,
 )
 from batch_sender.store import queries as store_queries
+from batch_sender.store.records import PackedRecipients
 from batch_sender.store.tables import messages, recipients
 
 DESIGN_RESULTS_COLUMNS = {
@@ -609,6 +611,34 @@ def test_a_lost_deadlock_is_recognised_as_safe_to_claim_again() -> None:
     assert not _deadlocked(None)
 
 
+def test_sqlite_claims_hand_out_chunks_packed_by_the_query(tmp_path: Path) -> None:
+    """On SQLite a chunk's recipients come packed as the claim query's JSON: one message per
+    chunk, ids in order, and pickled as that text alone (what a sending process receives)."""
+    with Store.open(f"sqlite:///{tmp_path / 'packed.db'}") as store:
+        campaign = stage(store, numbers(7, payloads=2))
+        ids = iter(["c1", "c2", "c3"])
+        chunks = store.claim_chunks(
+            campaign.id, size=3, count=3, worker="w", new_id=lambda: next(ids)
+        )
+        assert all(isinstance(c.recipients, PackedRecipients) for c in chunks)
+        assert [len(c.recipients) for c in chunks] == [3, 1, 3]
+        assert chunks[0].message_id == chunks[1].message_id != chunks[2].message_id
+        first = chunks[0].recipients
+        assert [r.id for r in first] == sorted(r.id for r in first)
+        copy = pickle.loads(pickle.dumps(chunks[0]))
+        assert copy == chunks[0] and copy.recipients == tuple(first)
+        wire = pickle.dumps(first)  # already unpacked above: still only the text goes
+        assert first.packed.encode() in wire and b"ChunkRecipient" not in wire  # type: ignore[attr-defined]
+        rows = {r["row_no"]: r for r in store.results(campaign.id)}
+        claimed = {r.id for c in chunks for r in c.recipients}
+        assert {r["client_message_id"] for r in rows.values() if r["status"] == "sending"} == {
+            "c1",
+            "c2",
+            "c3",
+        }
+        assert sum(r["status"] == "sending" for r in rows.values()) == len(claimed) == 7
+
+
 def test_sqlite_without_json_update_claims_and_records_row_by_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -632,4 +662,4 @@ def test_sqlite_without_json_update_claims_and_records_row_by_row(
             "sending",
         ]
         assert (rows[1]["api_message_id"], rows[5]["client_message_id"]) == ("a" * 32, "c1")
-    assert store_queries._ClaimSql._cache["sqlite+pysqlite"].claim_json is None
+    assert store_queries._ClaimSql._cache["sqlite+pysqlite"].claim_packed is None

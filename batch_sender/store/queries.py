@@ -28,6 +28,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Select,
     case,
     func,
     insert,
@@ -50,6 +51,7 @@ from batch_sender.store.records import (
     ChunkRecipient,
     InFlight,
     Outcome,
+    PackedRecipients,
     StagedRow,
     StagedTuple,
     staged_tuple,
@@ -184,6 +186,36 @@ def _update_by_case(outcomes: Sequence[Outcome], now: datetime) -> Update:
     )
 
 
+def _checked(client_message_id: str) -> str:
+    if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
+        raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
+    return client_message_id
+
+
+def _packed_chunks(query: Select[Any], size: int, count: int) -> Select[Any]:
+    """``(message_id, JSON [[id, msisdn], ...])`` per chunk of up to ``size`` rows of ``query``
+    (id, msisdn, message_id): rows of one message only, at most ``count`` chunks, in order."""
+    found = query.subquery()
+    numbered = select(
+        found.c.id,
+        found.c.msisdn,
+        found.c.message_id,
+        (
+            (func.row_number().over(partition_by=found.c.message_id, order_by=found.c.id) - 1)
+            // size
+        ).label("n"),
+    ).subquery()
+    return (
+        select(
+            numbered.c.message_id,
+            func.json_group_array(func.json_array(numbered.c.id, numbered.c.msisdn)),
+        )
+        .group_by(numbered.c.message_id, numbered.c.n)
+        .order_by(numbered.c.message_id, numbered.c.n)
+        .limit(count)
+    )
+
+
 def _batched(rows: Iterable[StagedRow | StagedTuple], size: int) -> Iterator[list[StagedTuple]]:
     """``rows`` in lists of ``size``, as tuples (itertools.batched arrives in Python 3.12)."""
     iterator = iter(rows)
@@ -216,12 +248,13 @@ class _ClaimSql:
         # or a fetch hands the GIL over once per row and then waits for the sending threads to
         # give it back: that wait, not SQLite, was most of the coordinator's time.
         self.record_json: str | None = None
-        self.claim_json: str | None = None
+        self.claim_packed: str | None = None
         if dialect.name == "sqlite" and sqlite3.sqlite_version_info >= _SQLITE_JSON_UPDATE:
-            self.claim_json = (
-                "UPDATE recipients SET status = 'sending', client_message_id = j.value ->> 1, "
+            # (client_message_id, worker, claimed_at, updated_at, JSON [[id, msisdn], ...])
+            self.claim_packed = (
+                "UPDATE recipients SET status = 'sending', client_message_id = ?, "
                 "claimed_by = ?, claimed_at = ?, attempts = attempts + 1, updated_at = ? "
-                "FROM json_each(?) AS j WHERE recipients.id = j.value ->> 0"
+                "WHERE id IN (SELECT j.value ->> 0 FROM json_each(?) AS j)"
             )
             self.record_json = (
                 "UPDATE recipients SET status = j.value ->> 1, api_message_id = j.value ->> 2, "
@@ -496,7 +529,7 @@ class Store:
         new_id: Callable[[], str],
     ) -> list[Chunk]:
         """One claiming transaction (see :meth:`claim_chunks`)."""
-        claimed: list[tuple[str, int, list[tuple[int, str]]]] = []
+        claimed: list[tuple[str, int, Sequence[ChunkRecipient]]] = []
         with (
             engines.store_errors("claiming recipients", self._url),
             engines.begin_write(self._engine) as conn,
@@ -508,42 +541,40 @@ class Store:
                 .order_by(_r.message_id, _r.id)
                 .limit(size * count)
             )
-            rows: Sequence[Sequence[Any]]
-            if sql.claim_json is not None:
-                # one row back, not one per recipient: every row fetched is a GIL hand-off
-                # the worker threads would make this (the only writer) wait for
-                found = query.subquery()
-                packed = conn.execute(
-                    select(
-                        func.json_group_array(
-                            func.json_array(found.c.id, found.c.msisdn, found.c.message_id)
-                        )
-                    )
-                ).scalar_one()
-                rows = sorted(json.loads(packed), key=lambda row: (row[2], row[0]))
-            else:
-                rows = conn.execute(query.with_for_update(skip_locked=True)).all()
-            if not rows:
-                return []
-            for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
-                members = [(row[0], row[1]) for row in group]
-                for start in range(0, len(members), size):
-                    if len(claimed) < count:
-                        claimed.append((new_id(), message_id, members[start : start + size]))
             now = sql.timestamp(_now())
             worker = worker[:64]
-            for client_message_id, _, _ in claimed:
-                if len(client_message_id) > CLIENT_MESSAGE_ID_LENGTH:
-                    raise ValueError(f"client_message_id longer than {CLIENT_MESSAGE_ID_LENGTH}")
-            if sql.claim_json is not None:
-                pairs = [[rid, cid] for cid, _, members in claimed for rid, _ in members]
-                conn.exec_driver_sql(sql.claim_json, (worker, now, now, json.dumps(pairs)))
-            else:
-                for client_message_id, _, members in claimed:
+            if sql.claim_packed is not None:
+                # SQLite: the query cuts the chunks and packs each one's rows as one JSON text,
+                # which the UPDATE and the courier take as it is: no row is handled in Python
+                # here (every row fetched would also be a GIL hand-off the sending threads make
+                # this, the only writer, wait for)
+                for message_id, packed in conn.execute(_packed_chunks(query, size, count)).all():
+                    client_message_id = _checked(new_id())
                     conn.exec_driver_sql(
-                        sql.claim(len(members)),
-                        (client_message_id, worker, now, now, *(rid for rid, _ in members)),
+                        sql.claim_packed, (client_message_id, worker, now, now, packed)
                     )
+                    claimed.append((client_message_id, message_id, PackedRecipients(packed)))
+            else:
+                rows = conn.execute(query.with_for_update(skip_locked=True)).all()
+                for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
+                    members = [ChunkRecipient(row[0], row[1]) for row in group]
+                    for start in range(0, len(members), size):
+                        if len(claimed) < count:
+                            client_message_id = _checked(new_id())
+                            claimed.append(
+                                (
+                                    client_message_id,
+                                    message_id,
+                                    tuple(members[start : start + size]),
+                                )
+                            )
+                for client_message_id, _, chunk_members in claimed:
+                    conn.exec_driver_sql(
+                        sql.claim(len(chunk_members)),
+                        (client_message_id, worker, now, now, *(r.id for r in chunk_members)),
+                    )
+            if not claimed:
+                return []
             payloads = {mid: self._message(conn, mid) for mid in {m for _, m, _ in claimed}}
         return [
             Chunk(
@@ -553,7 +584,7 @@ class Store:
                 wire_text=payloads[message_id].wire_text,
                 unicode=payloads[message_id].unicode,
                 parts=payloads[message_id].parts,
-                recipients=tuple(ChunkRecipient(rid, msisdn) for rid, msisdn in members),
+                recipients=members,
             )
             for client_message_id, message_id, members in claimed
         ]

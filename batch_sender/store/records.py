@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 from batch_sender.states import Status
 
@@ -14,6 +16,7 @@ __all__ = [
     "ChunkRecipient",
     "InFlight",
     "Outcome",
+    "PackedRecipients",
     "StagedRow",
     "StagedTuple",
     "staged_tuple",
@@ -82,6 +85,55 @@ class ChunkRecipient(NamedTuple):
     msisdn: str
 
 
+class PackedRecipients(Sequence[ChunkRecipient]):
+    """A chunk's recipients as the claim query returned them: JSON ``[[id, msisdn], ...]``.
+
+    The coordinator claims, hands over and pickles a chunk without reading its recipients one
+    by one; they are parsed on first use, by whoever sends the chunk (in a sending process, on
+    the other core). It pickles as the JSON text.
+    """
+
+    __slots__ = ("_items", "packed")
+
+    def __init__(self, packed: str) -> None:
+        self.packed = packed
+        self._items: tuple[ChunkRecipient, ...] | None = None
+
+    def _unpacked(self) -> tuple[ChunkRecipient, ...]:
+        items = self._items
+        if items is None:
+            make = ChunkRecipient._make
+            items = self._items = tuple(map(make, json.loads(self.packed)))
+        return items
+
+    @overload
+    def __getitem__(self, index: int) -> ChunkRecipient: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ChunkRecipient]: ...
+    def __getitem__(self, index: int | slice) -> ChunkRecipient | Sequence[ChunkRecipient]:
+        return self._unpacked()[index]
+
+    def __len__(self) -> int:
+        return len(self._unpacked())
+
+    def __iter__(self) -> Iterator[ChunkRecipient]:
+        return iter(self._unpacked())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self._unpacked() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._unpacked())
+
+    def __repr__(self) -> str:
+        return f"PackedRecipients({self.packed!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PackedRecipients, (self.packed,))
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """Recipients claimed together because they share one payload: one ``sendmsg``."""
@@ -92,7 +144,7 @@ class Chunk:
     wire_text: str
     unicode: bool
     parts: int
-    recipients: tuple[ChunkRecipient, ...]
+    recipients: Sequence[ChunkRecipient]  # a tuple, or PackedRecipients from the claim query
 
 
 class Outcome(NamedTuple):
