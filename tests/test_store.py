@@ -611,6 +611,21 @@ def test_a_lost_deadlock_is_recognised_as_safe_to_claim_again() -> None:
     assert not _deadlocked(None)
 
 
+def test_staging_skips_foreign_key_checks_only_for_its_own_transaction(tmp_path: Path) -> None:
+    """Staging turns SQLite's per-row foreign key lookups off for its transaction only: the
+    connection goes back to the pool checking them again."""
+    with Store.open(f"sqlite:///{tmp_path / 'fk.db'}") as store:
+        campaign = stage(store, numbers(5, payloads=2))
+        assert sum(store.counts(campaign.id).values()) == 5
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            with pytest.raises(Exception, match="FOREIGN KEY"):
+                conn.exec_driver_sql(
+                    "INSERT INTO messages (campaign_id, digest, wire_text, unicode, parts) "
+                    "VALUES (999, 'd', 't', 0, 1)"
+                )
+
+
 def test_sqlite_claims_hand_out_chunks_packed_by_the_query(tmp_path: Path) -> None:
     """On SQLite a chunk's recipients come packed as the claim query's JSON: one message per
     chunk, ids in order, and pickled as that text alone (what a sending process receives)."""

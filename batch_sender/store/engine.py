@@ -49,12 +49,28 @@ def create(url: str) -> Engine:
 
 
 @contextmanager
-def begin_write(engine: Engine) -> Iterator[Connection]:
-    """A transaction that intends to write: ``BEGIN IMMEDIATE`` on SQLite, plain elsewhere."""
+def begin_write(engine: Engine, *, check_foreign_keys: bool = True) -> Iterator[Connection]:
+    """A transaction that intends to write: ``BEGIN IMMEDIATE`` on SQLite, plain elsewhere.
+
+    ``check_foreign_keys=False`` (SQLite) skips the per-row foreign key lookups for this
+    transaction, for writers whose every reference is to a row they created themselves (the
+    pragma cannot change inside a transaction, so it is set around it on the raw connection).
+    """
     with engine.connect() as conn:
         conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-        with conn.begin():
-            yield conn
+        raw: Any = None
+        if not check_foreign_keys and engine.dialect.name == "sqlite":
+            raw = conn.connection.dbapi_connection
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if raw is not None:
+                try:
+                    raw.execute("PRAGMA foreign_keys = ON")
+                except sqlite3.Error:  # never hand an unchecked connection back to the pool
+                    conn.invalidate()
 
 
 @contextmanager
