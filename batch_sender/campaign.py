@@ -221,20 +221,6 @@ def run(
         raise InputError(f"cannot reach the gateway at {client.url}: {exc}") from exc
     campaign, staged = stage(store, source, settings, preparer)
     source.close()
-    if on_staged is not None:
-        on_staged(campaign, _counts(store, campaign.id))
-    _settle_orphans(store, client, campaign.id, lease)
-    if settings.resend_unknown:
-        # ask first: an unknown row the gateway did accept must not be sent again
-        _settle_orphans(store, client, campaign.id, lease, statuses=(Status.UNKNOWN,))
-        requeued = store.requeue_unknown(campaign.id)
-        log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
-    try:
-        _check_balance(store, client, campaign.id, allow_partial=settings.allow_partial)
-    except cost.InsufficientCredit as exc:
-        store.set_status(campaign.id, STATUS_STOPPED)
-        return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
-    store.set_status(campaign.id, STATUS_RUNNING)
     worker = worker_id()
     if shared_rate is None:
         shared_rate = store.shared
@@ -255,33 +241,52 @@ def run(
         backoff_scale=settings.backoff_scale,
         process=_courier_spec(settings, client, limiter, rows=campaign.total),
     )
-    with _Heartbeat(store, client, campaign.id, worker, lease=lease):
-        stats = sender.run()
-        stats = _finish(
+    # the sending process (if any) starts up while the run counts, settles and checks credit
+    sender.start_early()
+    try:
+        if on_staged is not None:
+            on_staged(campaign, _counts(store, campaign.id))
+        _settle_orphans(store, client, campaign.id, lease)
+        if settings.resend_unknown:
+            # ask first: an unknown row the gateway did accept must not be sent again
+            _settle_orphans(store, client, campaign.id, lease, statuses=(Status.UNKNOWN,))
+            requeued = store.requeue_unknown(campaign.id)
+            log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
+        try:
+            _check_balance(store, client, campaign.id, allow_partial=settings.allow_partial)
+        except cost.InsufficientCredit as exc:
+            store.set_status(campaign.id, STATUS_STOPPED)
+            return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
+        store.set_status(campaign.id, STATUS_RUNNING)
+        with _Heartbeat(store, client, campaign.id, worker, lease=lease):
+            stats = sender.run()
+            stats = _finish(
+                store,
+                client,
+                sender,
+                stats,
+                campaign.id,
+                stop=stop,
+                lease=lease,
+                finish_wait=2 * lease + FINISH_MARGIN if finish_wait is None else finish_wait,
+            )
+        if stats.stop is not None:
+            status = STATUS_STOPPED
+        elif stats.interrupted:
+            status = STATUS_INTERRUPTED
+        else:
+            status = STATUS_FINISHED
+        store.set_status(campaign.id, status)
+        return _result(
             store,
-            client,
-            sender,
-            stats,
-            campaign.id,
-            stop=stop,
-            lease=lease,
-            finish_wait=2 * lease + FINISH_MARGIN if finish_wait is None else finish_wait,
+            campaign,
+            staged,
+            stats.progress,
+            stop_reason=str(stats.stop) if stats.stop is not None else None,
+            interrupted=stats.interrupted,
         )
-    if stats.stop is not None:
-        status = STATUS_STOPPED
-    elif stats.interrupted:
-        status = STATUS_INTERRUPTED
-    else:
-        status = STATUS_FINISHED
-    store.set_status(campaign.id, status)
-    return _result(
-        store,
-        campaign,
-        staged,
-        stats.progress,
-        stop_reason=str(stats.stop) if stats.stop is not None else None,
-        interrupted=stats.interrupted,
-    )
+    finally:
+        sender.close()
 
 
 def _check_balance(

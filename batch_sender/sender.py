@@ -149,11 +149,33 @@ class Sender:
             backoff_scale=backoff_scale,
         )
         self._fatal: GatewayError | None = None
+        self._early: ProcessWorkers | None = None  # launched by start_early, not yet used
+
+    def start_early(self) -> None:
+        """Launch the sending process now, if there is to be one, without waiting for it: its
+        start-up (about half a second) then overlaps what the run does before its first claim.
+        :meth:`run` uses it; :meth:`close` ends it if :meth:`run` never does."""
+        if self._process is not None and self._early is None:
+            try:
+                self._early = ProcessWorkers(self._process, wait=False)
+            except WorkerProcessError as exc:
+                log.warning("%s: sending from this process's threads instead", exc)
+                self._process = None
+
+    def close(self) -> None:
+        """End a sending process launched by :meth:`start_early` that :meth:`run` did not use."""
+        if self._early is not None:
+            early, self._early = self._early, None
+            early.discard()
 
     def _start_workers(self) -> Workers:
         if self._process is not None:
             try:
-                return ProcessWorkers(self._process)
+                if self._early is None:
+                    return ProcessWorkers(self._process)
+                early, self._early = self._early, None
+                early.wait_ready()
+                return early
             except WorkerProcessError as exc:
                 log.warning("%s: sending from this process's threads instead", exc)
                 self._process = None
@@ -218,6 +240,7 @@ class Sender:
         finally:
             if pool is not None:
                 pool.shutdown()
+            self.close()  # a sending process launched early for a run with nothing to send
             _live_workers.discard(self._worker)
         return SendStats(
             progress,

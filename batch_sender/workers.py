@@ -149,10 +149,13 @@ class _Outbox:
 class ProcessWorkers:
     """Couriers on ``spec.concurrency`` threads of a child process (see the module docstring).
 
-    Raises :class:`WorkerProcessError` if the child does not start and answer ``ready``.
+    Raises :class:`WorkerProcessError` if the child does not start and answer ``ready``. With
+    ``wait=False`` the constructor returns as soon as the child is launched, and
+    :meth:`wait_ready` does the waiting (and raising): the child's start-up (imports, its
+    client) then overlaps whatever the parent does meanwhile.
     """
 
-    def __init__(self, spec: CourierSpec) -> None:
+    def __init__(self, spec: CourierSpec, *, wait: bool = True) -> None:
         self._futures: dict[int, Future[ChunkResult]] = {}
         self._lock = threading.Lock()  # guards _futures
         self._seq = itertools.count()
@@ -166,9 +169,10 @@ class ProcessWorkers:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._to_child = _Outbox(self._process.stdin)
         self._from_child: IO[bytes] = self._process.stdout
-        ready = threading.Event()
+        self._ready = threading.Event()
+        self._concurrency = spec.concurrency
         self._reader = threading.Thread(
-            target=self._read, args=(ready,), name="batch-sender-courier-results", daemon=True
+            target=self._read, args=(self._ready,), name="batch-sender-courier-results", daemon=True
         )
         try:
             self._to_child.send(("spec", spec))
@@ -176,10 +180,15 @@ class ProcessWorkers:
             self._process.kill()
             raise WorkerProcessError(f"the sending process did not start: {exc}") from exc
         self._reader.start()
-        if not ready.wait(STARTUP_TIMEOUT) or self._process.poll() is not None:
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the child to answer ``ready``; kill it and raise if it does not."""
+        if not self._ready.wait(STARTUP_TIMEOUT) or self._process.poll() is not None:
             self._process.kill()
             raise WorkerProcessError("the sending process did not start; see its errors above")
-        log.info("sending from process %d (%d connections)", self.pid, spec.concurrency)
+        log.info("sending from process %d (%d connections)", self.pid, self._concurrency)
 
     @property
     def pid(self) -> int:
@@ -213,6 +222,13 @@ class ProcessWorkers:
         if idle:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(SHUTDOWN_WAIT)
+
+    def discard(self) -> None:
+        """End a child that was never given a chunk, without waiting for its start-up."""
+        with contextlib.suppress(OSError):
+            self._to_child.close()
+        self._process.kill()
+        self._process.wait()
 
     def _fail(self, seq: int, exc: BaseException) -> None:
         with self._lock:

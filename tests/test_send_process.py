@@ -170,3 +170,30 @@ def test_the_childs_log_lines_reach_the_parents_log(make_simulator, tmp_path: Pa
 @pytest.fixture(autouse=True)
 def _no_mode_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BATCH_SENDER_SEND_PROCESS", raising=False)
+
+
+def test_a_child_launched_early_is_ended_when_nothing_is_left_to_send(
+    bs, simulator, tmp_path, monkeypatch
+):
+    """The sending process starts while the run settles and checks credit; a re-run that finds
+    nothing pending ends it at once and leaves no process behind."""
+    discarded: list[int] = []
+    discard = workers.ProcessWorkers.discard
+
+    def counted(self: workers.ProcessWorkers) -> None:
+        discarded.append(self.pid)
+        discard(self)
+
+    monkeypatch.setattr(workers.ProcessWorkers, "discard", counted)
+    src = tmp_path / "c.csv"
+    src.write_text("to\n" + "".join(f"2782100{i:04d}\n" for i in range(120)))
+    args = ("run", str(src), "--text", "Hi", "--name", "early", "--send-process", "always")
+
+    first = bs(*args, sim=simulator)
+    again = bs(*args, sim=simulator)
+
+    assert (first.exit_code, again.exit_code) == (0, 0), again.stderr
+    assert len(discarded) == 1  # the first run used its child; the second had nothing to send
+    assert gone(discarded[0])
+    assert simulator.accepted_count == 120
+    assert discarded[0] not in children(os.getpid())
