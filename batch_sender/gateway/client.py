@@ -26,6 +26,7 @@ import email.utils
 import functools
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -39,6 +40,7 @@ import httpx
 
 from batch_sender import errors
 from batch_sender.gateway import wire
+from batch_sender.gateway.transport import KeepAliveTransport
 from batch_sender.gateway.wire import MessageCharge, Receipt, Status
 
 __all__ = [
@@ -179,7 +181,7 @@ class GatewayClient:
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             headers={"Content-Type": "text/xml; charset=UTF-8"},
-            transport=transport,
+            transport=transport if transport is not None else _default_transport(max_connections),
         )
 
     @classmethod
@@ -363,6 +365,18 @@ class GatewayClient:
                 description = description.replace(secret, _REDACTED)
         exc.args = (message,)
         exc.description = description
+
+
+def _default_transport(max_connections: int) -> httpx.BaseTransport | None:
+    """Keep-alive over ``http.client`` (see ``transport``); None, httpx's own, when a proxy is
+    configured in the environment, which httpx honours and ``http.client`` would not."""
+    if any(name.lower().endswith("_proxy") and name.lower() != "no_proxy" for name in os.environ):
+        return None
+    return KeepAliveTransport(
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+        max_body=wire.MAX_BODY_BYTES,
+        max_requests=max_connections,
+    )
 
 
 def _read_limited(response: httpx.Response) -> bytes:
