@@ -200,10 +200,12 @@ def _packed_chunks(query: Select[Any], size: int, count: int) -> Select[Any]:
         found.c.id,
         found.c.msisdn,
         found.c.message_id,
-        (
-            (func.row_number().over(partition_by=found.c.message_id, order_by=found.c.id) - 1)
-            // size
-        ).label("n"),
+        # SQLite's integer "/" (SQLAlchemy renders "//" as FLOOR(), which needs the optional
+        # math functions)
+        (func.row_number().over(partition_by=found.c.message_id, order_by=found.c.id) - 1)
+        .self_group()
+        .op("/")(size)
+        .label("n"),
     ).subquery()
     return (
         select(
