@@ -192,29 +192,17 @@ def _checked(client_message_id: str) -> str:
     return client_message_id
 
 
-def _packed_chunks(query: Select[Any], size: int, count: int) -> Select[Any]:
-    """``(message_id, JSON [[id, msisdn], ...])`` per chunk of up to ``size`` rows of ``query``
-    (id, msisdn, message_id): rows of one message only, at most ``count`` chunks, in order."""
+def _packed_messages(query: Select[Any]) -> Select[Any]:
+    """``(message_id, JSON [[id, msisdn], ...])`` per message among the rows of ``query``
+    (id, msisdn, message_id), in message order."""
     found = query.subquery()
-    numbered = select(
-        found.c.id,
-        found.c.msisdn,
-        found.c.message_id,
-        # SQLite's integer "/" (SQLAlchemy renders "//" as FLOOR(), which needs the optional
-        # math functions)
-        (func.row_number().over(partition_by=found.c.message_id, order_by=found.c.id) - 1)
-        .self_group()
-        .op("/")(size)
-        .label("n"),
-    ).subquery()
     return (
         select(
-            numbered.c.message_id,
-            func.json_group_array(func.json_array(numbered.c.id, numbered.c.msisdn)),
+            found.c.message_id,
+            func.json_group_array(func.json_array(found.c.id, found.c.msisdn)),
         )
-        .group_by(numbered.c.message_id, numbered.c.n)
-        .order_by(numbered.c.message_id, numbered.c.n)
-        .limit(count)
+        .group_by(found.c.message_id)
+        .order_by(found.c.message_id)
     )
 
 
@@ -548,16 +536,20 @@ class Store:
             now = sql.timestamp(_now())
             worker = worker[:64]
             if sql.claim_packed is not None:
-                # SQLite: the query cuts the chunks and packs each one's rows as one JSON text,
-                # which the UPDATE and the courier take as it is: no row is handled in Python
-                # here (every row fetched would also be a GIL hand-off the sending threads make
-                # this, the only writer, wait for)
-                for message_id, packed in conn.execute(_packed_chunks(query, size, count)).all():
-                    client_message_id = _checked(new_id())
-                    conn.exec_driver_sql(
-                        sql.claim_packed, (client_message_id, worker, now, now, packed)
-                    )
-                    claimed.append((client_message_id, message_id, PackedRecipients(packed)))
+                # SQLite: one row per message, its rows packed as JSON by the query; each chunk's
+                # slice of it goes to the UPDATE and to the courier as text, so no row becomes
+                # a Python object here (and no fetch hands the GIL over once per row)
+                for message_id, packed in conn.execute(_packed_messages(query)).all():
+                    members = json.loads(packed)
+                    for start in range(0, len(members), size):
+                        if len(claimed) == count:
+                            break
+                        part = json.dumps(members[start : start + size], separators=(",", ":"))
+                        client_message_id = _checked(new_id())
+                        conn.exec_driver_sql(
+                            sql.claim_packed, (client_message_id, worker, now, now, part)
+                        )
+                        claimed.append((client_message_id, message_id, PackedRecipients(part)))
             else:
                 rows = conn.execute(query.with_for_update(skip_locked=True)).all()
                 for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
