@@ -536,9 +536,9 @@ class Store:
             now = sql.timestamp(_now())
             worker = worker[:64]
             if sql.claim_packed is not None:
-                # SQLite: one row per message, its rows packed as JSON by the query; each chunk's
-                # slice of it goes to the UPDATE and to the courier as text, so no row becomes
-                # a Python object here (and no fetch hands the GIL over once per row)
+                # SQLite: one row per message, its rows packed as JSON by the query (not one
+                # fetch per row, each a GIL hand-off); each chunk's slice goes to the UPDATE and
+                # to the courier as JSON text, made into recipients only where it is sent
                 for message_id, packed in conn.execute(_packed_messages(query)).all():
                     members = json.loads(packed)
                     for start in range(0, len(members), size):

@@ -88,9 +88,9 @@ class ChunkRecipient(NamedTuple):
 class PackedRecipients(Sequence[ChunkRecipient]):
     """A chunk's recipients as the claim query returned them: JSON ``[[id, msisdn], ...]``.
 
-    The coordinator claims, hands over and pickles a chunk without reading its recipients one
-    by one; they are parsed on first use, by whoever sends the chunk (in a sending process, on
-    the other core). It pickles as the JSON text.
+    The coordinator claims, hands over and pickles a chunk without making an object of each
+    recipient; they are parsed on first use, by whoever sends the chunk (in a sending process,
+    on the other core). It pickles as the JSON text.
     """
 
     __slots__ = ("_items", "packed")
