@@ -5,10 +5,14 @@ have left). Real sockets on loopback throughout; the simulator covers the SOAP s
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,14 +27,20 @@ class RawServer:
     """A loopback HTTP server that answers ``answers_per_connection`` requests per connection
     (then closes it), or reads one request and closes without answering (``answer=None``)."""
 
-    def __init__(self, answers_per_connection: int = 1000, answer: bytes | None = OK) -> None:
+    def __init__(
+        self,
+        answers_per_connection: int = 1000,
+        answer: bytes | None = OK,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._tls = tls
         self.connections = 0
         self.requests = 0
         self._per_connection = answers_per_connection
         self._answer = answer
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/soap"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/soap"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -43,6 +53,12 @@ class RawServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self._tls is not None:
+            try:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):  # the client refused our certificate
+                conn.close()
+                return
         with conn:
             buffer = b""
             for _ in range(self._per_connection):
@@ -167,3 +183,49 @@ def test_a_proxy_in_the_environment_leaves_http_to_httpx(monkeypatch: pytest.Mon
     assert isinstance(client_module._default_transport(8), KeepAliveTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert client_module._default_transport(8) is None
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (made with the openssl command)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def tls_server(certificate: tuple[Path, Path]) -> RawServer:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return RawServer(tls=context)
+
+
+def test_https_verifies_the_servers_certificate(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TLS is verified against the usual trust store: a certificate nobody signed is a connect
+    error (nothing was sent), and the same server is fine once its certificate is trusted."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    server = tls_server(certificate)
+    try:
+        with client() as http, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY"):
+            http.post(server.url, content=b"x")
+        assert server.requests == 0
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # what httpx honours too
+        with client() as http:
+            answers = [http.post(server.url, content=b"x").text for _ in range(3)]
+        assert answers == ["ok"] * 3
+        assert server.requests == 3
+        assert server.connections == 2  # the refused handshake, then one kept alive
+    finally:
+        server.close()
