@@ -401,6 +401,7 @@ def _finish(
     progress = stats.progress
     last: tuple[int, int] | None = None
     changed = time.monotonic()
+    unclaimable: int | None = None  # pending rows our last claim could not get, none sending
     while stats.stop is None and not stats.interrupted:
         counts = store.counts(campaign_id)
         pending, sending = counts[Status.PENDING], counts[Status.SENDING]
@@ -420,9 +421,16 @@ def _finish(
             progress = _added(progress, more.progress)
             stats = dataclasses.replace(more, progress=progress)
             if more.progress.requests:
+                unclaimable = None
                 continue
             if not sending:
-                break  # nothing in flight anywhere, and what is pending is not ours to send now
+                # Nothing in flight anywhere, and what is pending is not ours to send now (a
+                # send window) — or it is locked by another worker's claim that has not
+                # committed yet (SKIP LOCKED passes over it, a count still says pending). Look
+                # once more a poll later before leaving it to others.
+                if unclaimable == pending:
+                    break
+                unclaimable = pending
         if sending:
             log.debug("waiting for %d rows other workers have in flight", sending)
             _settle_orphans(store, client, campaign_id, lease)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -347,8 +348,11 @@ def one_worker(
     settings = RunSettings(name="shared", text="Hi")
     store = Store.open(url)
     camp, _ = campaign.stage(store, sources.open_csv(src), settings)
-    claimed = store.claim_chunk(camp.id, size=foreign, client_message_id="f" * 32, worker=FOREIGN)
-    assert claimed is not None
+    if foreign:
+        claimed = store.claim_chunk(
+            camp.id, size=foreign, client_message_id="f" * 32, worker=FOREIGN
+        )
+        assert claimed is not None
     creds = sim.credentials
     gateway = GatewaySettings(sim.url, str(creds.api_id), creds.user, creds.password)
     client = campaign.open_client(gateway, max_connections=4)
@@ -365,6 +369,51 @@ def test_a_worker_waits_for_another_machines_rows_and_settles_them_when_its_leas
     # the other machine never sent its 5 (the gateway says so): they were requeued and sent
     assert result.counts == {"sent": 50}
     assert result.exit_code == 0
+    assert Counter(rec["to"] for rec in records(simulator)) == Counter(numbers(50))
+
+
+def test_a_worker_does_not_leave_rows_another_worker_is_claiming_right_now(
+    server_url: str, simulator: Simulator, tmp_path: Path
+) -> None:
+    """Rows another worker has locked in a claim that has not committed yet still count as
+    pending, and SKIP LOCKED passes over them: the worker looks again a poll later instead of
+    leaving with its summary saying 'pending' (as one of four processes once did)."""
+    store, client, settings, camp, source = one_worker(server_url, simulator, tmp_path, foreign=0)
+    engine = sa.create_engine(server_url, isolation_level="READ COMMITTED")
+    claiming = engine.connect()
+    last_five = sa.select(recipients.c.id).where(recipients.c.campaign_id == camp.id)
+    locked = claiming.execute(last_five.order_by(recipients.c.id.desc()).limit(5)).scalars().all()
+    claiming.commit()
+    # lock exactly those rows, by primary key, as a claim in progress does (InnoDB would lock
+    # every row an ORDER BY … LIMIT scan passes)
+    where = recipients.c.id.in_(locked)
+    claiming.execute(sa.select(recipients.c.id).where(where).with_for_update()).all()
+
+    def commit_the_claim() -> None:  # once the worker has sent all it could claim
+        deadline = time.monotonic() + 30
+        while simulator.accepted_count < 45 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.1)
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)  # its lease has lapsed since
+        claiming.execute(
+            recipients.update()
+            .where(where)
+            .values(status="sending", claimed_by=FOREIGN, client_message_id="f" * 32,
+                    claimed_at=an_hour_ago)
+        )  # fmt: skip
+        claiming.commit()
+
+    other = threading.Thread(target=commit_the_claim)
+    other.start()
+    try:
+        with store, client:
+            result = campaign.run(settings, source=source(), store=store, client=client, lease=1.0)
+    finally:
+        other.join()
+        claiming.close()
+        engine.dispose()
+
+    assert result.counts == {"sent": 50}  # the other worker's 5, settled and sent: none left
     assert Counter(rec["to"] for rec in records(simulator)) == Counter(numbers(50))
 
 
