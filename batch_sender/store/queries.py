@@ -192,9 +192,10 @@ def _checked(client_message_id: str) -> str:
     return client_message_id
 
 
-def _packed_messages(query: Select[Any]) -> Select[Any]:
+def _packed_messages(query: Select[Any], count: int) -> Select[Any]:
     """``(message_id, JSON [[id, msisdn], ...])`` per message among the rows of ``query``
-    (id, msisdn, message_id), in message order."""
+    (id, msisdn, message_id), in message order: the first ``count`` messages, as each gives at
+    least one chunk and a claim takes at most ``count``."""
     found = query.subquery()
     return (
         select(
@@ -203,6 +204,7 @@ def _packed_messages(query: Select[Any]) -> Select[Any]:
         )
         .group_by(found.c.message_id)
         .order_by(found.c.message_id)
+        .limit(count)
     )
 
 
@@ -539,7 +541,7 @@ class Store:
                 # SQLite: one row per message, its rows packed as JSON by the query (not one
                 # fetch per row, each a GIL hand-off); each chunk's slice goes to the UPDATE and
                 # to the courier as JSON text, made into recipients only where it is sent
-                for message_id, packed in conn.execute(_packed_messages(query)).all():
+                for message_id, packed in conn.execute(_packed_messages(query, count)).all():
                     members = json.loads(packed)
                     for start in range(0, len(members), size):
                         if len(claimed) == count:
