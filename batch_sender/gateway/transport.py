@@ -82,7 +82,7 @@ class KeepAliveTransport(httpx.BaseTransport):
                 conn.putheader(name, value)
             conn.endheaders(request.read())
         except OSError as exc:  # the request may have partly left: never "not sent"
-            self._drop(conn)
+            self._drop(key)
             kind = httpx.WriteTimeout if isinstance(exc, TimeoutError) else httpx.WriteError
             raise kind(str(exc) or type(exc).__name__, request=request) from exc
         try:
@@ -90,17 +90,17 @@ class KeepAliveTransport(httpx.BaseTransport):
             response = conn.getresponse()
             content = response.read(self._max_body + 1)
         except TimeoutError as exc:
-            self._drop(conn)
+            self._drop(key)
             raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
         except (http.client.HTTPException, ValueError) as exc:
-            self._drop(conn)
+            self._drop(key)
             message = str(exc) or type(exc).__name__
             raise httpx.RemoteProtocolError(message, request=request) from exc
         except OSError as exc:
-            self._drop(conn)
+            self._drop(key)
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
         if response.will_close or len(content) > self._max_body or not response.isclosed():
-            self._drop(conn)  # closing, or a body left unread on the wire
+            self._drop(key)  # closing, or a body left unread on the wire
         else:
             self._local.connections[key].last_used = time.monotonic()
         return httpx.Response(
@@ -136,7 +136,7 @@ class KeepAliveTransport(httpx.BaseTransport):
                 and not _readable(sock)
             ):
                 return held.conn
-            self._drop(held.conn)
+            self._drop(key)
         with self._lock:
             if self._closed:
                 raise httpx.ConnectError("the transport is closed")
@@ -163,15 +163,15 @@ class KeepAliveTransport(httpx.BaseTransport):
             self._open.add(conn)
         return conn
 
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
-        mine: dict[_Key, _Connection] = getattr(self._local, "connections", {})
-        for key, held in list(mine.items()):
-            if held.conn is conn:
-                del mine[key]
+    def _drop(self, key: _Key) -> None:
+        """Close this thread's connection to ``key`` and forget it."""
+        held = self._local.connections.pop(key, None)
+        if held is None:
+            return
         with self._lock:
-            self._open.discard(conn)
+            self._open.discard(held.conn)
         with contextlib.suppress(OSError):
-            conn.close()
+            held.conn.close()
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:
