@@ -129,17 +129,26 @@ class CourierSpec:
 
 
 class _Outbox:
-    """Pickled messages onto one end of a pipe, each written whole, from any thread."""
+    """Pickled messages onto one end of a pipe, each written whole, from any thread.
+
+    Written with ``os.write`` until every byte is out, not through the pipe's ``BufferedWriter``:
+    with a tracer attached to the writing process (``py-spy dump --pid``, gdb), the buffered
+    writer was seen to drop the rest of a message cut short by the stop, and the reader then
+    met a garbled stream.
+    """
 
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
+        self._fd = stream.fileno()
         self._lock = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        data = pickle.dumps(message, _PROTOCOL)
+        data = memoryview(pickle.dumps(message, _PROTOCOL))
         with self._lock:
-            self._stream.write(data)
-            self._stream.flush()
+            if self._stream.closed:  # never write to a descriptor number reused since
+                raise ValueError("write to a closed pipe")
+            while data:
+                data = data[os.write(self._fd, data) :]
 
     def close(self) -> None:
         with self._lock:
@@ -253,8 +262,12 @@ class ProcessWorkers:
                     logging.getLogger(message[2]).log(message[1], "%s", message[3])
                 elif kind == "ready":
                     ready.set()
-        except (EOFError, OSError, pickle.UnpicklingError):
-            pass
+        except EOFError:
+            pass  # the child closed its end: it is exiting
+        except Exception as exc:  # a garbled message (or a broken pipe): nothing after it can
+            # be trusted, and a child left blocked on a full pipe would never exit
+            log.error("cannot read the sending process's answers (%r): stopping it", exc)
+            self._process.kill()
         finally:
             code = self._process.wait()
             ready.set()  # a child that died starting wakes the constructor at once

@@ -197,3 +197,70 @@ def test_a_child_launched_early_is_ended_when_nothing_is_left_to_send(
     assert gone(discarded[0])
     assert simulator.accepted_count == 120
     assert discarded[0] not in children(os.getpid())
+
+
+_GARBLING_CHILD = """
+import pickle, sys, time
+inbox, out = sys.stdin.buffer, sys.stdout.buffer
+pickle.load(inbox)  # the spec
+out.write(pickle.dumps(("ready",))); out.flush()
+pickle.load(inbox)  # the first chunk
+out.write(b"\\x80\\x05\\xffgarbled"); out.flush()  # an invalid opcode
+time.sleep(20)  # blocked, as a child writing into a full pipe would be
+"""
+
+
+def test_a_garbled_answer_stops_the_child_and_leaves_its_rows_unknown(
+    bs, simulator, tmp_path, monkeypatch
+):
+    """An answer the parent cannot read ends the sending process at once (it might otherwise
+    sit blocked on a pipe nobody reads, and the run with it); its rows are unknown, not lost."""
+    monkeypatch.setattr(workers, "CHILD_COMMAND", (sys.executable, "-c", _GARBLING_CHILD))
+    src = tmp_path / "c.csv"
+    src.write_text("to\n" + "".join(f"2782100{i:04d}\n" for i in range(120)))
+
+    out = bs("run", str(src), "--text", "Hi", "--send-process", "always", sim=simulator)
+
+    assert out.exit_code == 3, out.stderr
+    assert "cannot read the sending process's answers" in out.stderr
+    assert "the sending process ended (exit status -9)" in out.stderr  # killed, not its own exit
+    rows = results(tmp_path / "results.db")
+    assert len(rows) == 120
+    assert {r["status"] for r in rows} <= {"unknown", "pending"}
+    assert any(r["status"] == "unknown" for r in rows)
+    assert simulator.accepted_count == 0
+
+
+def test_a_message_goes_out_whole_when_the_pipe_takes_a_few_bytes_at_a_time(monkeypatch):
+    """``os.write`` may write less than asked (a signal, a tracer's stop): the outbox writes
+    the rest, so the reader never meets half a message followed by the next one."""
+    import pickle
+    import threading
+
+    read_end, write_end = os.pipe()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:7])))
+    outbox = workers._Outbox(os.fdopen(write_end, "wb"))
+    messages = [("result", n, [f"{n:05d}-{k}" for k in range(50)]) for n in range(40)]
+    received: list[Any] = []
+
+    def read() -> None:
+        with os.fdopen(read_end, "rb") as stream:
+            received.extend(pickle.load(stream) for _ in messages)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    senders = [
+        threading.Thread(target=lambda part=part: [outbox.send(m) for m in part])
+        for part in (messages[0::2], messages[1::2])
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    reader.join(10)
+    outbox.close()
+
+    assert sorted(received, key=lambda m: m[1]) == messages
+    with pytest.raises(ValueError):
+        outbox.send(("log",))  # a closed outbox never writes to a reused descriptor
