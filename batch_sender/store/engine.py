@@ -23,6 +23,9 @@ from batch_sender.errors import StoreError
 __all__ = ["begin_write", "create", "masked", "store_errors"]
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a writer waits for another process's transaction
+#: page cache (KiB) of a bulk insert: 1,000,000 staged rows went from 5.7 to 4.1 s of inserting
+#: (raw sqlite3) with it, when the number index (23 MB) no longer thrashes the 2 MB default
+SQLITE_BULK_CACHE_KIB = 16_000
 _BEGIN_OPTION = "batch_sender_sqlite_begin"
 
 
@@ -49,19 +52,25 @@ def create(url: str) -> Engine:
 
 
 @contextmanager
-def begin_write(engine: Engine, *, check_foreign_keys: bool = True) -> Iterator[Connection]:
+def begin_write(engine: Engine, *, bulk: bool = False) -> Iterator[Connection]:
     """A transaction that intends to write: ``BEGIN IMMEDIATE`` on SQLite, plain elsewhere.
 
-    ``check_foreign_keys=False`` (SQLite) skips the per-row foreign key lookups for this
-    transaction, for writers whose every reference is to a row they created themselves (the
-    pragma cannot change inside a transaction, so it is set around it on the raw connection).
+    ``bulk=True`` (SQLite) is for a writer inserting many rows whose every reference is to a row
+    it created itself: no per-row foreign key lookups, and a page cache of
+    :data:`SQLITE_BULK_CACHE_KIB` (random numbers go into the number index all over it; the
+    default 2 MB cache then rereads and rewrites the same pages again and again). Both hold for
+    this transaction only: pragmas cannot change inside one, so they are set around it on the raw
+    connection, and restored before it goes back to the pool.
     """
     with engine.connect() as conn:
         conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         raw: Any = None
-        if not check_foreign_keys and engine.dialect.name == "sqlite":
+        cache_size = None
+        if bulk and engine.dialect.name == "sqlite":
             raw = conn.connection.dbapi_connection
+            cache_size = raw.execute("PRAGMA cache_size").fetchone()[0]
             raw.execute("PRAGMA foreign_keys = OFF")
+            raw.execute(f"PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}")
         try:
             with conn.begin():
                 yield conn
@@ -69,6 +78,7 @@ def begin_write(engine: Engine, *, check_foreign_keys: bool = True) -> Iterator[
             if raw is not None:
                 try:
                     raw.execute("PRAGMA foreign_keys = ON")
+                    raw.execute(f"PRAGMA cache_size = {int(cache_size)}")
                 except sqlite3.Error:  # never hand an unchecked connection back to the pool
                     conn.invalidate()
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic.util.exc import CommandError
 from sqlalchemy import (
@@ -122,16 +122,25 @@ _STAGE_COLUMNS = (
 )
 
 
-def _bulk_writer(
-    conn: Connection, updated_at: datetime
-) -> tuple[Callable[[list[tuple[Any, ...]]], None], Any]:
-    """The fastest way this connection's driver has to insert many recipients rows, and the
-    ``updated_at`` value in the form it takes (the one value needing conversion: converted once).
+class _BulkWriter(NamedTuple):
+    """How to insert many recipients rows on one connection (see :func:`_bulk_writer`)."""
+
+    write: Callable[[list[tuple[Any, ...]]], None]
+    updated_at: Any  # the one value needing conversion, converted once
+    no_error: str | None  # what to pass for an error_code or error_description that is NULL
+
+
+def _bulk_writer(conn: Connection, updated_at: datetime) -> _BulkWriter:
+    """The fastest way this connection's driver has to insert many recipients rows.
 
     PostgreSQL (psycopg): ``COPY … FROM STDIN``. Positional drivers (sqlite3, PyMySQL, which
     rewrites executemany into multi-row INSERTs): the Core INSERT compiled once and run as a driver
     executemany of tuples, skipping SQLAlchemy's per-row parameter processing. Anything else: Core
     executemany.
+
+    On SQLite the error columns (NULL on every accepted row) are passed as ``''`` and made NULL
+    by the statement: the ``sqlite3`` module looks up an adapter for each ``None`` it binds,
+    which was 0.4 of its 1.5 µs per row.
     """
     dialect = conn.dialect
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
@@ -143,23 +152,30 @@ def _bulk_writer(
                 for row in rows:
                     out.write_row(row)
 
-        return copy, updated_at
+        return _BulkWriter(copy, updated_at, None)
     compiled = insert(recipients).compile(dialect=dialect, column_keys=list(_STAGE_COLUMNS))
     if compiled.positiontup is not None and tuple(compiled.positiontup) == _STAGE_COLUMNS:
-        sql = compiled.string
         to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        sql, no_error = compiled.string, None
+        if dialect.name == "sqlite":
+            marks = ["?"] * len(_STAGE_COLUMNS)
+            for column in ("error_code", "error_description"):
+                marks[_STAGE_COLUMNS.index(column)] = "NULLIF(?, '')"
+            columns = ", ".join(_STAGE_COLUMNS)
+            sql = f"INSERT INTO recipients ({columns}) VALUES ({', '.join(marks)})"
+            no_error = ""
 
         def positional(rows: list[tuple[Any, ...]]) -> None:
             conn.exec_driver_sql(sql, rows)
 
-        return positional, updated_at if to_db is None else to_db(updated_at)
+        return _BulkWriter(positional, updated_at if to_db is None else to_db(updated_at), no_error)
 
     def core(rows: list[tuple[Any, ...]]) -> None:
         conn.execute(
             insert(recipients), [dict(zip(_STAGE_COLUMNS, row, strict=True)) for row in rows]
         )
 
-    return core, updated_at
+    return _BulkWriter(core, updated_at, None)
 
 
 def _update_by_case(outcomes: Sequence[Outcome], now: datetime) -> Update:
@@ -417,7 +433,7 @@ class Store:
                 engines.store_errors(f"staging campaign {name!r}", self._url),
                 # every row refers to this transaction's own campaign and messages rows: the
                 # per-row foreign key lookups are 1 µs of SQLite's 7 per staged row
-                engines.begin_write(self._engine, check_foreign_keys=False) as conn,
+                engines.begin_write(self._engine, bulk=True) as conn,
             ):
                 # re-check under the write lock (SQLite serialises here; others race on the
                 # unique name below, the loser waiting for the winner's commit)
@@ -910,7 +926,7 @@ class Store:
         digests: dict[str, int] = {}  # digest → messages.id, bounded
         evicted = False
         total = 0
-        write, updated_at = _bulk_writer(conn, _now())
+        write, updated_at, no_error = _bulk_writer(conn, _now())
         for batch in _batched(rows, batch_size):
             if len(digests) > MESSAGE_CACHE_SIZE:
                 digests.clear()
@@ -928,8 +944,8 @@ class Store:
                         parts,
                         0,
                         # _clip, inlined: this runs a million times
-                        None if code is None else code[:ERROR_CODE_LENGTH],
-                        None if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
+                        no_error if code is None else code[:ERROR_CODE_LENGTH],
+                        no_error if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
                         updated_at,
                     )
                     for row_no, msisdn, status, parts, digest, _, _, code, reason in batch
