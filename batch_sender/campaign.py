@@ -42,7 +42,7 @@ from batch_sender.ratelimit import RateLimiter, SharedRateLimiter
 from batch_sender.sender import Sender, SendProgress, SendStats, worker_id
 from batch_sender.sources import Source
 from batch_sender.states import Status
-from batch_sender.store import Campaign, Store
+from batch_sender.store import Campaign, Census, Store
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
 from batch_sender.workers import CourierSpec
@@ -260,7 +260,7 @@ def run(
         store.set_status(campaign.id, STATUS_RUNNING)
         with _Heartbeat(store, client, campaign.id, worker, lease=lease):
             stats = sender.run()
-            stats = _finish(
+            stats, census = _finish(
                 store,
                 client,
                 sender,
@@ -284,6 +284,7 @@ def run(
             stats.progress,
             stop_reason=str(stats.stop) if stats.stop is not None else None,
             interrupted=stats.interrupted,
+            census=census,
         )
     finally:
         sender.close()
@@ -390,23 +391,24 @@ def _finish(
     stop: threading.Event,
     lease: float,
     finish_wait: float,
-) -> SendStats:
+) -> tuple[SendStats, Census | None]:
     """Stay until every row of the campaign is final, when other workers still have some.
 
     A worker whose claims find nothing left waits for the others' in-flight rows; sends what
     they hand back (or what settling their orphans requeues); settles orphans whose lease
     lapsed. It gives up when nothing has changed for ``finish_wait`` seconds (the summary then
     shows the rows still ``sending``), and never waits on rows it cannot send and nobody holds.
+    With the stats goes the census that found every row final, if one did: the summary's.
     """
     progress = stats.progress
     last: tuple[int, int] | None = None
     changed = time.monotonic()
     unclaimable: int | None = None  # pending rows our last claim could not get, none sending
     while stats.stop is None and not stats.interrupted:
-        counts = store.counts(campaign_id)
-        pending, sending = counts[Status.PENDING], counts[Status.SENDING]
+        census = store.census(campaign_id)
+        pending, sending = census.counts[Status.PENDING], census.counts[Status.SENDING]
         if not pending and not sending:
-            break
+            return stats, census
         if (pending, sending) != last:
             last, changed = (pending, sending), time.monotonic()
         elif time.monotonic() - changed > finish_wait:
@@ -436,7 +438,7 @@ def _finish(
             _settle_orphans(store, client, campaign_id, lease)
         if stop.wait(FINISH_POLL):
             stats = dataclasses.replace(stats, interrupted=stats.stop is None)
-    return stats
+    return stats, None
 
 
 def _added(a: SendProgress, b: SendProgress) -> SendProgress:
@@ -521,11 +523,13 @@ def _result(
     *,
     stop_reason: str | None = None,
     interrupted: bool = False,
+    census: Census | None = None,
 ) -> RunResult:
+    census = census or store.census(campaign.id)
     return RunResult(
         campaign=campaign.name,
-        counts=_counts(store, campaign.id),
-        parts=store.parts_total(campaign.id),
+        counts={str(k): v for k, v in census.counts.items() if v},
+        parts=census.parts,
         staged=staged,
         progress=progress,
         stop_reason=stop_reason,

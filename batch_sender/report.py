@@ -154,13 +154,13 @@ def build(store: Store, name: str) -> CampaignReport:
     if campaign is None:
         known = ", ".join(c.name for c in store.campaigns()[-5:]) or "none yet"
         raise InputError(f"no campaign named {name!r} (recent: {known})")
-    counts = {str(k): v for k, v in store.counts(campaign.id).items() if v}
+    census = store.census(campaign.id)
     deliveries = DeliveryStore(store)
     received = deliveries.status_counts(campaign.id)
     return CampaignReport(
         campaign=campaign,
-        counts=counts,
-        parts=store.parts_total(campaign.id),
+        counts={str(k): v for k, v in census.counts.items() if v},
+        parts=census.parts,
         errors=store.error_counts(campaign.id),
         delivery=deliveries.counts(campaign.id),
         delivery_statuses=received,

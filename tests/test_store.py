@@ -316,11 +316,15 @@ def test_record_settles_unknown_rows_but_not_final_ones(store: Store) -> None:
     chunk = store.claim_chunk(campaign.id, size=2, client_message_id="c1", worker="w")
     assert chunk is not None
     first, second = (r.id for r in chunk.recipients)
-    store.record([Outcome(first, Status.UNKNOWN), Outcome(second, Status.SENT, "a1")])
+    lost = Outcome(first, Status.UNKNOWN, error_description="read timed out")
+    store.record([lost, Outcome(second, Status.SENT, "a1")])
 
     store.record([Outcome(first, Status.SENT, "a2"), Outcome(second, Status.FAILED, "301")])
 
     assert (status_of(store, first), status_of(store, second)) == ("sent", "sent")
+    rows = {r["row_no"]: r for r in store.results(campaign.id)}  # ids in row order
+    assert (rows[1]["api_message_id"], rows[1]["error_description"]) == ("a2", None)
+    assert (rows[2]["api_message_id"], rows[2]["error_code"]) == ("a1", None)
 
 
 def test_release_gives_claimed_rows_back_to_the_queue(store: Store) -> None:
@@ -464,7 +468,13 @@ def test_summary_view_counts_recipients_and_parts_per_status(store: Store) -> No
         "duplicate": (1, 2),
         "rejected": (1, 0),
     }
-    assert store.parts_total(campaign.id) == 4
+    census = store.census(campaign.id)
+    assert census.parts == 4  # pending and sending: duplicates and rejections cost nothing
+    assert census.counts == {
+        **dict.fromkeys(Status, 0),
+        **{Status(s): n for s, (n, _) in summary.items()},
+    }
+    assert census.counts == store.counts(campaign.id)
 
 
 def test_error_counts_tally_failures_and_rejections_most_common_first(store: Store) -> None:
@@ -628,7 +638,9 @@ def test_staging_skips_foreign_key_checks_only_for_its_own_transaction(tmp_path:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == cache_size
             # accepted rows' error columns, bound as '' for speed, are stored as NULL
-            blank = "SELECT count(*) FROM recipients WHERE error_code = '' OR error_description = ''"
+            blank = (
+                "SELECT count(*) FROM recipients WHERE error_code = '' OR error_description = ''"
+            )
             assert conn.exec_driver_sql(blank).scalar() == 0
             nulls = "SELECT count(*) FROM recipients WHERE error_code IS NULL"
             assert conn.exec_driver_sql(nulls).scalar() == 5
@@ -640,8 +652,8 @@ def test_staging_skips_foreign_key_checks_only_for_its_own_transaction(tmp_path:
 
 
 def test_sqlite_claims_hand_out_chunks_packed_by_the_query(tmp_path: Path) -> None:
-    """On SQLite a chunk's recipients come packed as the claim query's JSON: one message per
-    chunk, ids in order, and pickled as that text alone (what a sending process receives)."""
+    """On SQLite a chunk's recipients come packed as the claim query's texts: one message per
+    chunk, ids in order, and pickled as those texts alone (what a sending process receives)."""
     with Store.open(f"sqlite:///{tmp_path / 'packed.db'}") as store:
         campaign = stage(store, numbers(7, payloads=2))
         ids = iter(["c1", "c2", "c3"])
@@ -655,8 +667,11 @@ def test_sqlite_claims_hand_out_chunks_packed_by_the_query(tmp_path: Path) -> No
         assert [r.id for r in first] == sorted(r.id for r in first)
         copy = pickle.loads(pickle.dumps(chunks[0]))
         assert copy == chunks[0] and copy.recipients == tuple(first)
-        wire = pickle.dumps(first)  # already unpacked above: still only the text goes
-        assert first.packed.encode() in wire and b"ChunkRecipient" not in wire  # type: ignore[attr-defined]
+        wire = pickle.dumps(first)  # already unpacked above: still only the texts go
+        assert isinstance(first, PackedRecipients)
+        assert first.ids.encode() in wire and first.numbers.encode() in wire
+        assert b"ChunkRecipient" not in wire
+        assert first.ids == ",".join(str(r.id) for r in first)
         rows = {r["row_no"]: r for r in store.results(campaign.id)}
         claimed = {r.id for c in chunks for r in c.recipients}
         assert {r["client_message_id"] for r in rows.values() if r["status"] == "sending"} == {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from batch_sender.store.queries import Store
 from batch_sender.store.records import (
     Campaign,
+    Census,
     Chunk,
     ChunkRecipient,
     InFlight,
@@ -20,6 +21,7 @@ from batch_sender.store.tables import CAMPAIGN_STATUSES
 __all__ = [
     "CAMPAIGN_STATUSES",
     "Campaign",
+    "Census",
     "Chunk",
     "ChunkRecipient",
     "InFlight",

@@ -65,10 +65,10 @@ def begin_write(engine: Engine, *, bulk: bool = False) -> Iterator[Connection]:
     with engine.connect() as conn:
         conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
         raw: Any = None
-        cache_size = None
+        cache_size = 0
         if bulk and engine.dialect.name == "sqlite":
             raw = conn.connection.dbapi_connection
-            cache_size = raw.execute("PRAGMA cache_size").fetchone()[0]
+            cache_size = int(raw.execute("PRAGMA cache_size").fetchone()[0])
             raw.execute("PRAGMA foreign_keys = OFF")
             raw.execute(f"PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}")
         try:
@@ -78,7 +78,7 @@ def begin_write(engine: Engine, *, bulk: bool = False) -> Iterator[Connection]:
             if raw is not None:
                 try:
                     raw.execute("PRAGMA foreign_keys = ON")
-                    raw.execute(f"PRAGMA cache_size = {int(cache_size)}")
+                    raw.execute(f"PRAGMA cache_size = {cache_size}")
                 except sqlite3.Error:  # never hand an unchecked connection back to the pool
                     conn.invalidate()
 

@@ -47,6 +47,7 @@ from batch_sender.store import engine as engines
 from batch_sender.store import migrate
 from batch_sender.store.records import (
     Campaign,
+    Census,
     Chunk,
     ChunkRecipient,
     InFlight,
@@ -209,14 +210,16 @@ def _checked(client_message_id: str) -> str:
 
 
 def _packed_messages(query: Select[Any], count: int) -> Select[Any]:
-    """``(message_id, JSON [[id, msisdn], ...])`` per message among the rows of ``query``
+    """``(message_id, "id,id,…", "msisdn,msisdn,…")`` per message among the rows of ``query``
     (id, msisdn, message_id), in message order: the first ``count`` messages, as each gives at
-    least one chunk and a claim takes at most ``count``."""
+    least one chunk and a claim takes at most ``count``. (Splitting and joining plain texts
+    costs the coordinator a fraction of what JSON did.)"""
     found = query.subquery()
     return (
         select(
             found.c.message_id,
-            func.json_group_array(func.json_array(found.c.id, found.c.msisdn)),
+            func.group_concat(found.c.id, ","),
+            func.group_concat(found.c.msisdn, ","),
         )
         .group_by(found.c.message_id)
         .order_by(found.c.message_id)
@@ -251,19 +254,29 @@ class _ClaimSql:
             f"WHERE id = {m} AND status IN ('sending', 'unknown')"
         )
 
-        # SQLite: claim and record in one statement each, the rows passed as one JSON array
-        # (UPDATE … FROM json_each). Each statement is one GIL hand-off, where an executemany
-        # or a fetch hands the GIL over once per row and then waits for the sending threads to
-        # give it back: that wait, not SQLite, was most of the coordinator's time.
+        # SQLite: claim and record in one statement each, the rows passed as one JSON text
+        # (json_each). Each statement is one GIL hand-off, where an executemany or a fetch
+        # hands the GIL over once per row and then waits for the sending threads to give it
+        # back: that wait, not SQLite, was most of the coordinator's time.
         self.record_json: str | None = None
+        self.record_sent_json: str | None = None
         self.claim_packed: str | None = None
         if dialect.name == "sqlite" and sqlite3.sqlite_version_info >= _SQLITE_JSON_UPDATE:
-            # (client_message_id, worker, claimed_at, updated_at, JSON [[id, msisdn], ...])
+            # (client_message_id, worker, claimed_at, updated_at, JSON [id, ...])
             self.claim_packed = (
                 "UPDATE recipients SET status = 'sending', client_message_id = ?, "
                 "claimed_by = ?, claimed_at = ?, attempts = attempts + 1, updated_at = ? "
-                "WHERE id IN (SELECT j.value ->> 0 FROM json_each(?) AS j)"
+                "WHERE id IN (SELECT value FROM json_each(?))"
             )
+            # (updated_at, JSON {"id": api_message_id, ...}): the sent rows, nearly all of
+            # them, with one value each to pull out of the JSON (3.0 -> 1.9 µs a row)
+            self.record_sent_json = (
+                "UPDATE recipients SET status = 'sent', api_message_id = j.value, "
+                "error_code = NULL, error_description = NULL, updated_at = ? "
+                "FROM json_each(?) AS j WHERE recipients.id = j.key "
+                "AND recipients.status IN ('sending', 'unknown')"
+            )
+            # (updated_at, JSON [[id, status, api_message_id, code, description], ...])
             self.record_json = (
                 "UPDATE recipients SET status = j.value ->> 1, api_message_id = j.value ->> 2, "
                 "error_code = j.value ->> 3, error_description = j.value ->> 4, updated_at = ? "
@@ -554,20 +567,22 @@ class Store:
             now = sql.timestamp(_now())
             worker = worker[:64]
             if sql.claim_packed is not None:
-                # SQLite: one row per message, its rows packed as JSON by the query (not one
-                # fetch per row, each a GIL hand-off); each chunk's slice goes to the UPDATE and
-                # to the courier as JSON text, made into recipients only where it is sent
-                for message_id, packed in conn.execute(_packed_messages(query, count)).all():
-                    members = json.loads(packed)
-                    for start in range(0, len(members), size):
+                # SQLite: one row per message, its ids and numbers packed as texts by the query
+                # (not one fetch per row, each a GIL hand-off); each chunk's slices go to the
+                # UPDATE and to the courier as texts, made into recipients only where it is sent
+                packed = conn.execute(_packed_messages(query, count)).all()
+                for message_id, id_text, number_text in packed:
+                    ids, numbers = id_text.split(","), number_text.split(",")
+                    for start in range(0, len(ids), size):
                         if len(claimed) == count:
                             break
-                        part = json.dumps(members[start : start + size], separators=(",", ":"))
+                        part = ",".join(ids[start : start + size])
                         client_message_id = _checked(new_id())
                         conn.exec_driver_sql(
-                            sql.claim_packed, (client_message_id, worker, now, now, part)
+                            sql.claim_packed, (client_message_id, worker, now, now, f"[{part}]")
                         )
-                        claimed.append((client_message_id, message_id, PackedRecipients(part)))
+                        recipients = PackedRecipients(part, ",".join(numbers[start : start + size]))
+                        claimed.append((client_message_id, message_id, recipients))
             else:
                 rows = conn.execute(query.with_for_update(skip_locked=True)).all()
                 for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
@@ -621,6 +636,24 @@ class Store:
                 return
             sql = _ClaimSql.for_dialect(conn.dialect)
             stamp = sql.timestamp(now)
+            rest = outcomes
+            if sql.record_sent_json is not None:
+                sent: dict[int, str | None] = {}
+                rest = []
+                for o in outcomes:
+                    if (
+                        o.status is Status.SENT
+                        and o.error_code is None
+                        and o.error_description is None
+                    ):
+                        api_id = o.api_message_id
+                        sent[o.recipient_id] = api_id and api_id[:API_MESSAGE_ID_LENGTH]
+                    else:
+                        rest.append(o)
+                if sent:
+                    conn.exec_driver_sql(sql.record_sent_json, (stamp, json.dumps(sent)))
+                if not rest:
+                    return
             # (a Status is a str; slicing only what may be long keeps this loop cheap)
             values = [
                 (
@@ -630,7 +663,7 @@ class Store:
                     o.error_code and o.error_code[:ERROR_CODE_LENGTH],
                     o.error_description and o.error_description[:ERROR_DESCRIPTION_LENGTH],
                 )
-                for o in outcomes
+                for o in rest
             ]
             if sql.record_json is not None:
                 conn.exec_driver_sql(sql.record_json, (stamp, json.dumps(values)))
@@ -847,6 +880,21 @@ class Store:
             found = {Status(status): int(n) for status, n in c.execute(stmt)}
         return {status: found.get(status, 0) for status in Status}
 
+    def census(self, campaign_id: int) -> Census:
+        """:meth:`counts`, and the message parts (credits) of every recipient accepted for
+        sending, sent or not, in one pass over the campaign."""
+        stmt = (
+            select(_r.status, func.count(), func.coalesce(func.sum(_r.parts), 0))
+            .where(_r.campaign_id == campaign_id)
+            .group_by(_r.status)
+        )
+        with engines.store_errors("counting recipients", self._url), self._engine.connect() as c:
+            found = {Status(status): (int(n), int(parts)) for status, n, parts in c.execute(stmt)}
+        return Census(
+            counts={status: found.get(status, (0, 0))[0] for status in Status},
+            parts=sum(parts for status, (_, parts) in found.items() if status not in STAGED_ONLY),
+        )
+
     def error_counts(self, campaign_id: int) -> list[tuple[str | None, str | None, int]]:
         """(code, description, recipients) of failed and rejected rows, most common first."""
         count = func.count().label("n")
@@ -861,14 +909,6 @@ class Store:
         )
         with engines.store_errors("counting errors", self._url), self._engine.connect() as c:
             return [(code, description, int(n)) for code, description, n in c.execute(stmt)]
-
-    def parts_total(self, campaign_id: int) -> int:
-        """Message parts (credits) of every recipient accepted for sending, sent or not."""
-        stmt = select(func.coalesce(func.sum(_r.parts), 0)).where(
-            _r.campaign_id == campaign_id, _r.status.not_in([s.value for s in STAGED_ONLY])
-        )
-        with engines.store_errors("summing parts", self._url), self._engine.connect() as c:
-            return int(c.execute(stmt).scalar_one())
 
     def results(self, campaign_id: int) -> Iterator[dict[str, object]]:
         """The ``results`` view for one campaign in source order, streamed (flat memory)."""

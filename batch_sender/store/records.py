@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +11,7 @@ from batch_sender.states import Status
 
 __all__ = [
     "Campaign",
+    "Census",
     "Chunk",
     "ChunkRecipient",
     "InFlight",
@@ -37,6 +37,15 @@ class Campaign:
     created_at: datetime  # all times are timezone-aware UTC
     started_at: datetime | None
     finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """A campaign's rows per state (every state, zeros included) and the message parts of the
+    rows accepted for sending: the end-of-run summary, counted in one pass."""
+
+    counts: dict[Status, int]
+    parts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,24 +95,30 @@ class ChunkRecipient(NamedTuple):
 
 
 class PackedRecipients(Sequence[ChunkRecipient]):
-    """A chunk's recipients as the claim query returned them: JSON ``[[id, msisdn], ...]``.
+    """A chunk's recipients as the claim query returned them: their ids and their numbers, each
+    as one comma-separated text (``"17,18,20"``, ``"27821001234,27821001235,27821001237"``).
 
     The coordinator claims, hands over and pickles a chunk without making an object of each
-    recipient; they are parsed on first use, by whoever sends the chunk (in a sending process,
-    on the other core). It pickles as the JSON text.
+    recipient; they are made on first use, by whoever sends the chunk (in a sending process, on
+    the other core). It pickles as the two texts. (A claimed number is a pending row's: digits
+    only, never a comma.)
     """
 
-    __slots__ = ("_items", "packed")
+    __slots__ = ("_items", "ids", "numbers")
 
-    def __init__(self, packed: str) -> None:
-        self.packed = packed
+    def __init__(self, ids: str, numbers: str) -> None:
+        self.ids = ids
+        self.numbers = numbers
         self._items: tuple[ChunkRecipient, ...] | None = None
 
     def _unpacked(self) -> tuple[ChunkRecipient, ...]:
         items = self._items
         if items is None:
-            make = ChunkRecipient._make
-            items = self._items = tuple(map(make, json.loads(self.packed)))
+            ids = self.ids.split(",")
+            numbers = self.numbers.split(",")
+            if len(ids) != len(numbers):
+                raise ValueError(f"{len(ids)} recipient ids but {len(numbers)} numbers")
+            items = self._items = tuple(map(ChunkRecipient, map(int, ids), numbers))
         return items
 
     @overload
@@ -128,10 +143,10 @@ class PackedRecipients(Sequence[ChunkRecipient]):
         return hash(self._unpacked())
 
     def __repr__(self) -> str:
-        return f"PackedRecipients({self.packed!r})"
+        return f"PackedRecipients({self.ids!r}, {self.numbers!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PackedRecipients, (self.packed,))
+        return (PackedRecipients, (self.ids, self.numbers))
 
 
 @dataclass(frozen=True, slots=True)
