@@ -20,8 +20,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from batch_sender import prepare, settle
 from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
@@ -61,6 +63,8 @@ DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbe
 HEARTBEATS_PER_LEASE = 3  # heartbeats per lease: two may be missed before others settle the rows
 FINISH_POLL = 0.5  # seconds between looks at other workers' in-flight rows at the end of a run
 FINISH_MARGIN = 30.0  # seconds added to 2 leases: settling takes a while (grace, querymsg)
+
+T = TypeVar("T")
 
 _settling = threading.Lock()  # one settle at a time in this process (the store lock is per session)
 
@@ -244,6 +248,10 @@ def run(
     # the sending process (if any) starts up while the run counts, settles and checks credit
     sender.start_early()
     try:
+        # A campaign this run has just staged has nothing to settle or requeue: its pending
+        # rows can be tallied for the credit check now, on another core, while they are
+        # counted here (two scans of the campaign at once; 1M rows: 0.4 and 0.6 s).
+        tally = _in_background(DeliveryStore(store).pending_tally, campaign.id) if staged else None
         if on_staged is not None:
             on_staged(campaign, _counts(store, campaign.id))
         _settle_orphans(store, client, campaign.id, lease)
@@ -253,7 +261,13 @@ def run(
             requeued = store.requeue_unknown(campaign.id)
             log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
         try:
-            _check_balance(store, client, campaign.id, allow_partial=settings.allow_partial)
+            _check_balance(
+                store,
+                client,
+                campaign.id,
+                allow_partial=settings.allow_partial,
+                tally=tally.result() if tally is not None else None,
+            )
         except cost.InsufficientCredit as exc:
             store.set_status(campaign.id, STATUS_STOPPED)
             return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
@@ -291,14 +305,21 @@ def run(
 
 
 def _check_balance(
-    store: Store, client: GatewayClient, campaign_id: int, *, allow_partial: bool
+    store: Store,
+    client: GatewayClient,
+    campaign_id: int,
+    *,
+    allow_partial: bool,
+    tally: cost.PrefixTally | None = None,
 ) -> None:
     """Refuse to start when ``getbalance`` is short of the pending rows' estimated cost.
 
     The estimate prices each number prefix once with ``routecoverage`` (1 credit per part where
-    it cannot tell); ``allow_partial`` only logs the shortfall.
+    it cannot tell); ``allow_partial`` only logs the shortfall. ``tally``: the pending rows'
+    parts per prefix, if already taken.
     """
-    tally = DeliveryStore(store).pending_tally(campaign_id)
+    if tally is None:
+        tally = DeliveryStore(store).pending_tally(campaign_id)
     if not tally.parts:
         return
     needed = cost.estimate(client, tally)
@@ -439,6 +460,20 @@ def _finish(
         if stop.wait(FINISH_POLL):
             stats = dataclasses.replace(stats, interrupted=stats.stop is None)
     return stats, None
+
+
+def _in_background(call: Callable[[int], T], argument: int) -> Future[T]:
+    """``call(argument)`` on a thread of its own; its result (or exception) in the future."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(call(argument))
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="batch-sender-tally", daemon=True).start()
+    return future
 
 
 def _added(a: SendProgress, b: SendProgress) -> SendProgress:
