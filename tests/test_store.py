@@ -706,3 +706,23 @@ def test_sqlite_without_json_update_claims_and_records_row_by_row(
         ]
         assert (rows[1]["api_message_id"], rows[5]["client_message_id"]) == ("a" * 32, "c1")
     assert store_queries._ClaimSql._cache["sqlite+pysqlite"].claim_packed is None
+
+
+def test_sqlite_claims_by_text_statement_and_by_core_query_hand_out_the_same_chunks(
+    tmp_path: Path,
+) -> None:
+    """A plain SQLite claim runs its SELECT as a prepared text; a claim with a condition (send
+    windows) builds it with Core. Both must hand out the same chunks, in the same order."""
+    handed: list[list[tuple[int, list[tuple[int, str]]]]] = []
+    for name, condition in (("text", None), ("core", recipients.c.id > 0)):
+        with Store.open(f"sqlite:///{tmp_path / name}.db") as store:
+            if condition is not None:
+                store.before_claim = lambda _campaign_id, c=condition: c
+            campaign = stage(store, numbers(23, payloads=3))
+            ids = (f"{name}-{n}" for n in itertools.count())
+            chunks = store.claim_chunks(
+                campaign.id, size=4, count=5, worker="w", new_id=lambda ids=ids: next(ids)
+            )
+            handed.append([(c.message_id, [tuple(r) for r in c.recipients]) for c in chunks])
+    assert handed[0] == handed[1]
+    assert [len(members) for _, members in handed[0]] == [4, 4, 4, 4, 4]
