@@ -32,7 +32,8 @@ from batch_sender.errors import (
 from batch_sender.gateway import GatewayClient, Message, Receipt
 from batch_sender.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
-from batch_sender.store import Chunk, Outcome
+from batch_sender.store import Chunk, Outcome, SentOutcomes
+from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
 __all__ = ["RETRY_LATER_CODES", "ChunkResult", "Courier", "all_outcomes", "outcomes_for"]
 
@@ -46,7 +47,7 @@ RETRY_LATER_CODES = frozenset({"003", "005", "130", "901"})
 class ChunkResult:
     """What became of one chunk: outcomes to record, rows to hand back, and run-level news."""
 
-    outcomes: tuple[Outcome, ...] = ()
+    outcomes: Sequence[Outcome] = ()  # a tuple, or SentOutcomes when every one was accepted
     release: tuple[int, ...] = ()  # claimed but not accepted: back to pending
     stop: GatewayError | None = None  # the run must stop (auth, credit, gateway down)
     requests: int = 0  # HTTP requests this chunk took, retries included
@@ -62,7 +63,8 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
     failure. A recipient the answer does not mention is ``unknown``: never lost, never resent.
     """
     by_number = {r.msisdn: r.id for r in chunk.recipients}
-    outcomes: list[Outcome] = []
+    sent: dict[int, str] = {}
+    outcomes: list[Outcome] = []  # the others: failed, unknown
     release: list[int] = []
     stop: GatewayError | None = None
     pause_until: float | None = None
@@ -76,7 +78,7 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
             continue
         code = receipt.error_code
         if receipt.api_message_id is not None:
-            outcomes.append(Outcome(rid, Status.SENT, api_message_id=receipt.api_message_id))
+            sent[rid] = receipt.api_message_id
         elif code in STOP_CODES or code in RETRY_LATER_CODES:
             # A request-level error repeated for each number, or credit running out mid-list:
             # this number was not accepted, so it goes back to pending.
@@ -99,7 +101,12 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
         Outcome(rid, Status.UNKNOWN, error_description="the gateway's answer did not mention it")
         for rid in by_number.values()
     )
-    return ChunkResult(tuple(outcomes), tuple(release), stop, 1, pause_until)
+    if outcomes:
+        everyone = tuple(Outcome(rid, Status.SENT, api_id) for rid, api_id in sent.items())
+        return ChunkResult((*everyone, *outcomes), tuple(release), stop, 1, pause_until)
+    # the usual answer, packed here for the store (see SentOutcomes)
+    accepted = SentOutcomes.of(sent, api_id_length=API_MESSAGE_ID_LENGTH) if sent else ()
+    return ChunkResult(accepted, tuple(release), stop, 1, pause_until)
 
 
 def all_outcomes(chunk: Chunk, status: Status, exc: GatewayError) -> tuple[Outcome, ...]:

@@ -26,7 +26,7 @@ from batch_sender.errors import GatewayError, OutcomeUnknown, RunStopped
 from batch_sender.gateway import GatewayClient
 from batch_sender.ratelimit import RateLimiter
 from batch_sender.states import Status
-from batch_sender.store import Chunk, Outcome, Store
+from batch_sender.store import Chunk, Outcome, SentOutcomes, Store
 from batch_sender.workers import (
     CourierSpec,
     ProcessWorkers,
@@ -254,6 +254,7 @@ class Sender:
     ) -> bool:
         """Persist finished chunks in one transaction; True if rows went back to pending."""
         outcomes: list[Outcome] = []
+        accepted: list[SentOutcomes] = []  # whole chunks accepted, packed by the courier
         release: list[int] = []
         for chunk, future in finished:
             try:
@@ -264,7 +265,11 @@ class Sender:
                     all_outcomes(chunk, Status.UNKNOWN, OutcomeUnknown(f"internal error: {exc!r}")),
                     stop=RunStopped(f"internal error: {exc!r}"),
                 )
-            outcomes.extend(result.outcomes)
+            if isinstance(result.outcomes, SentOutcomes):
+                accepted.append(result.outcomes)
+                progress.sent += len(result.outcomes)
+            else:
+                outcomes.extend(result.outcomes)
             release.extend(result.release)
             progress.requests += result.requests
             progress.retries += max(0, result.requests - 1)
@@ -279,8 +284,8 @@ class Sender:
                 progress.failed += 1
             else:
                 progress.unknown += 1
-        if outcomes:
-            self._store.record(outcomes)
+        if outcomes or accepted:
+            self._store.record(outcomes, accepted=accepted)
         if release:
             self._store.release(release)
         return bool(release)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import threading
 
 import pytest
@@ -18,7 +20,8 @@ from batch_sender.gateway import Receipt
 from batch_sender.ratelimit import PauseGate, RateLimiter
 from batch_sender.sender import outcomes_for
 from batch_sender.states import Status
-from batch_sender.store import Chunk, ChunkRecipient
+from batch_sender.store import Chunk, ChunkRecipient, SentOutcomes
+from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
 
 class FakeClock:
@@ -169,6 +172,29 @@ def test_outcomes_map_each_return_to_its_number():
     assert by_id[3].status is Status.FAILED and by_id[3].error_code == "121"
     assert 4 not in by_id and result.release == (4,)  # no credit: back to pending
     assert isinstance(result.stop, RunStopped)
+
+
+def test_an_answer_accepting_every_number_comes_packed_for_the_store():
+    """The usual answer travels (pickled, from a sending process) as one JSON text of the
+    accepted rows: what the store's UPDATE reads. An answer with any other outcome does not."""
+    long = API_MESSAGE_ID_LENGTH + 8  # longer than the column: cut before it is packed
+    receipts = [Receipt(f"2782000000{i}", f"{i}" * long, None, None) for i in (4, 2, 1, 3)]
+
+    result = outcomes_for(CHUNK, receipts)
+
+    assert isinstance(result.outcomes, SentOutcomes)
+    width = API_MESSAGE_ID_LENGTH
+    assert json.loads(result.outcomes.packed) == {str(i): str(i) * width for i in (4, 2, 1, 3)}
+    wire = pickle.dumps(result.outcomes)
+    assert b"states" not in wire  # no Outcome (nor its Status) per recipient: the text alone
+    assert pickle.loads(wire).packed == result.outcomes.packed
+    assert len(result.outcomes) == 4  # without unpacking
+    assert {o.recipient_id: (o.status, o.api_message_id) for o in result.outcomes} == {
+        i: (Status.SENT, str(i) * width) for i in (1, 2, 3, 4)
+    }
+    mixed = outcomes_for(CHUNK, receipts[:3] + [Receipt("27820000003", None, "121", "blocked")])
+    assert not isinstance(mixed.outcomes, SentOutcomes)
+    assert sorted(o.status for o in mixed.outcomes) == sorted(["sent"] * 3 + ["failed"])
 
 
 def test_a_number_the_answer_omits_is_unknown_not_lost():

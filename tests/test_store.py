@@ -26,7 +26,7 @@ from batch_sender.store import (
 )
 from batch_sender.store import queries as store_queries
 from batch_sender.store.engine import SQLITE_BULK_CACHE_KIB, begin_write
-from batch_sender.store.records import PackedRecipients
+from batch_sender.store.records import PackedRecipients, SentOutcomes
 from batch_sender.store.tables import messages, recipients
 
 DESIGN_RESULTS_COLUMNS = {
@@ -309,6 +309,27 @@ def test_record_writes_outcomes_only_to_claimed_rows(store: Store) -> None:
     assert (rows[2]["status"], rows[2]["error_code"]) == ("failed", "114")
     assert rows[2]["error_description"] == "Cannot route"
     assert (rows[3]["status"], rows[3]["api_message_id"]) == ("pending", None)
+
+
+def test_record_writes_chunks_accepted_whole_from_their_packed_text(store: Store) -> None:
+    campaign = stage(store, numbers(4))
+    chunk = store.claim_chunk(campaign.id, size=4, client_message_id="c1", worker="w")
+    assert chunk is not None
+    a, b, c, d = (r.id for r in chunk.recipients)
+    packed = SentOutcomes.of({a: "a" * 40, b: "b" * 32}, api_id_length=32)
+
+    store.record(
+        [Outcome(c, Status.FAILED, error_code="114"), Outcome(d, Status.SENT, "d" * 32)],
+        accepted=[packed, SentOutcomes.of({}, api_id_length=32)],
+    )
+
+    rows = {r["row_no"]: r for r in store.results(campaign.id)}  # ids in row order
+    assert [(rows[n]["status"], rows[n]["api_message_id"]) for n in (1, 2, 3, 4)] == [
+        ("sent", "a" * 32),  # cut to the column's width
+        ("sent", "b" * 32),
+        ("failed", None),
+        ("sent", "d" * 32),
+    ]
 
 
 def test_record_settles_unknown_rows_but_not_final_ones(store: Store) -> None:

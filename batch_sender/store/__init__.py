@@ -14,6 +14,7 @@ from batch_sender.store.records import (
     ChunkRecipient,
     InFlight,
     Outcome,
+    SentOutcomes,
     StagedRow,
 )
 from batch_sender.store.tables import CAMPAIGN_STATUSES
@@ -26,6 +27,7 @@ __all__ = [
     "ChunkRecipient",
     "InFlight",
     "Outcome",
+    "SentOutcomes",
     "StagedRow",
     "Store",
 ]

@@ -53,6 +53,7 @@ from batch_sender.store.records import (
     InFlight,
     Outcome,
     PackedRecipients,
+    SentOutcomes,
     StagedRow,
     StagedTuple,
     staged_tuple,
@@ -637,9 +638,12 @@ class Store:
             for client_message_id, message_id, members in claimed
         ]
 
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Write outcomes in one transaction; only rows still ``sending`` or ``unknown`` change."""
-        if not outcomes:
+    def record(self, outcomes: Sequence[Outcome], *, accepted: Sequence[SentOutcomes] = ()) -> None:
+        """Write outcomes in one transaction; only rows still ``sending`` or ``unknown`` change.
+
+        ``accepted``: more outcomes, as whole chunks every recipient of which was accepted.
+        """
+        if not outcomes and not accepted:
             return
         now = _now()
         with (
@@ -647,13 +651,16 @@ class Store:
             engines.begin_write(self._engine) as conn,
         ):
             _asynchronous_commit(conn)
+            sql = _ClaimSql.for_dialect(conn.dialect)
+            if accepted and sql.record_sent_json is None:  # only SQLite reads them packed
+                outcomes = [*outcomes, *itertools.chain.from_iterable(accepted)]
+                accepted = ()
             if conn.dialect.name in ("mysql", "mariadb"):
                 # PyMySQL runs an UPDATE executemany as one round trip per row: send one
                 # UPDATE … SET col = CASE id WHEN … END per slice instead
                 for start in range(0, len(outcomes), _ID_BATCH):
                     conn.execute(_update_by_case(outcomes[start : start + _ID_BATCH], now))
                 return
-            sql = _ClaimSql.for_dialect(conn.dialect)
             stamp = sql.timestamp(now)
             rest = outcomes
             if sql.record_sent_json is not None:
@@ -669,8 +676,13 @@ class Store:
                         sent[o.recipient_id] = api_id and api_id[:API_MESSAGE_ID_LENGTH]
                     else:
                         rest.append(o)
+                # one JSON object of every accepted row: the packed chunks' texts joined
+                objects = [p.packed[1:-1] for p in accepted if p.length]
                 if sent:
-                    conn.exec_driver_sql(sql.record_sent_json, (stamp, json.dumps(sent)))
+                    objects.append(json.dumps(sent)[1:-1])
+                if objects:
+                    packed = "{" + ",".join(objects) + "}"
+                    conn.exec_driver_sql(sql.record_sent_json, (stamp, packed))
                 if not rest:
                     return
             # (a Status is a str; slicing only what may be long keeps this loop cheap)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, overload
@@ -17,6 +18,7 @@ __all__ = [
     "InFlight",
     "Outcome",
     "PackedRecipients",
+    "SentOutcomes",
     "StagedRow",
     "StagedTuple",
     "staged_tuple",
@@ -170,6 +172,65 @@ class Outcome(NamedTuple):
     api_message_id: str | None = None
     error_code: str | None = None
     error_description: str | None = None
+
+
+class SentOutcomes(Sequence[Outcome]):
+    """A chunk's outcomes when every recipient was accepted: JSON ``{"id": "api_message_id"}``.
+
+    The common answer, made where the chunk was sent (a sending process: the other core) into
+    the very text the store's SQLite UPDATE reads, so the coordinator neither unpickles nor
+    re-encodes an object per recipient. It pickles as that text; the outcomes are made only if
+    someone iterates it.
+    """
+
+    __slots__ = ("_items", "length", "packed")
+
+    def __init__(self, packed: str, length: int) -> None:
+        self.packed = packed
+        self.length = length
+        self._items: tuple[Outcome, ...] | None = None
+
+    @classmethod
+    def of(cls, api_ids: Mapping[int, str], *, api_id_length: int) -> SentOutcomes:
+        """Recipient id → its API message ID (cut to the column's width)."""
+        clipped = {rid: api_id[:api_id_length] for rid, api_id in api_ids.items()}
+        return cls(json.dumps(clipped, separators=(",", ":")), len(clipped))
+
+    def _unpacked(self) -> tuple[Outcome, ...]:
+        items = self._items
+        if items is None:
+            sent = Status.SENT
+            items = self._items = tuple(
+                Outcome(int(rid), sent, api_id) for rid, api_id in json.loads(self.packed).items()
+            )
+        return items
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
+    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
+        return self._unpacked()[index]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return iter(self._unpacked())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self._unpacked() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._unpacked())
+
+    def __repr__(self) -> str:
+        return f"SentOutcomes({self.packed!r}, {self.length})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SentOutcomes, (self.packed, self.length))
 
 
 @dataclass(frozen=True, slots=True)
