@@ -6,9 +6,11 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from batch_sender.states import Status
+
+T = TypeVar("T")
 
 __all__ = [
     "Campaign",
@@ -96,44 +98,41 @@ class ChunkRecipient(NamedTuple):
     msisdn: str
 
 
-class PackedRecipients(Sequence[ChunkRecipient]):
-    """A chunk's recipients as the claim query returned them: their ids and their numbers, each
-    as one comma-separated text (``"17,18,20"``, ``"27821001234,27821001235,27821001237"``).
+class _Packed(Sequence[T]):
+    """A sequence kept as the text(s) it travels as, made into items only on first use.
 
-    The coordinator claims, hands over and pickles a chunk without making an object of each
-    recipient; they are made on first use, by whoever sends the chunk (in a sending process, on
-    the other core). It pickles as the two texts. (A claimed number is a pending row's: digits
-    only, never a comma.)
+    Subclasses say how to unpack (``_unpack``) and what they are built from (``_args``: for the
+    repr and for pickling, which sends those texts alone).
     """
 
-    __slots__ = ("_items", "ids", "numbers")
+    __slots__ = ("_items",)
 
-    def __init__(self, ids: str, numbers: str) -> None:
-        self.ids = ids
-        self.numbers = numbers
-        self._items: tuple[ChunkRecipient, ...] | None = None
+    def __init__(self) -> None:
+        self._items: tuple[T, ...] | None = None
 
-    def _unpacked(self) -> tuple[ChunkRecipient, ...]:
+    def _unpack(self) -> tuple[T, ...]:
+        raise NotImplementedError
+
+    def _args(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _unpacked(self) -> tuple[T, ...]:
         items = self._items
         if items is None:
-            ids = self.ids.split(",")
-            numbers = self.numbers.split(",")
-            if len(ids) != len(numbers):
-                raise ValueError(f"{len(ids)} recipient ids but {len(numbers)} numbers")
-            items = self._items = tuple(map(ChunkRecipient, map(int, ids), numbers))
+            items = self._items = self._unpack()
         return items
 
     @overload
-    def __getitem__(self, index: int) -> ChunkRecipient: ...
+    def __getitem__(self, index: int) -> T: ...
     @overload
-    def __getitem__(self, index: slice) -> Sequence[ChunkRecipient]: ...
-    def __getitem__(self, index: int | slice) -> ChunkRecipient | Sequence[ChunkRecipient]:
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
         return self._unpacked()[index]
 
     def __len__(self) -> int:
         return len(self._unpacked())
 
-    def __iter__(self) -> Iterator[ChunkRecipient]:
+    def __iter__(self) -> Iterator[T]:
         return iter(self._unpacked())
 
     def __eq__(self, other: object) -> bool:
@@ -145,10 +144,38 @@ class PackedRecipients(Sequence[ChunkRecipient]):
         return hash(self._unpacked())
 
     def __repr__(self) -> str:
-        return f"PackedRecipients({self.ids!r}, {self.numbers!r})"
+        return f"{type(self).__name__}{self._args()!r}"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (PackedRecipients, (self.ids, self.numbers))
+        return (type(self), self._args())
+
+
+class PackedRecipients(_Packed[ChunkRecipient]):
+    """A chunk's recipients as the claim query returned them: their ids and their numbers, each
+    as one comma-separated text (``"17,18,20"``, ``"27821001234,27821001235,27821001237"``).
+
+    The coordinator claims, hands over and pickles a chunk without making an object of each
+    recipient; they are made on first use, by whoever sends the chunk (in a sending process, on
+    the other core). It pickles as the two texts. (A claimed number is a pending row's: digits
+    only, never a comma.)
+    """
+
+    __slots__ = ("ids", "numbers")
+
+    def __init__(self, ids: str, numbers: str) -> None:
+        super().__init__()
+        self.ids = ids
+        self.numbers = numbers
+
+    def _unpack(self) -> tuple[ChunkRecipient, ...]:
+        ids = self.ids.split(",")
+        numbers = self.numbers.split(",")
+        if len(ids) != len(numbers):
+            raise ValueError(f"{len(ids)} recipient ids but {len(numbers)} numbers")
+        return tuple(map(ChunkRecipient, map(int, ids), numbers))
+
+    def _args(self) -> tuple[str, str]:
+        return (self.ids, self.numbers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +201,7 @@ class Outcome(NamedTuple):
     error_description: str | None = None
 
 
-class SentOutcomes(Sequence[Outcome]):
+class SentOutcomes(_Packed[Outcome]):
     """A chunk's outcomes when every recipient was accepted: JSON ``{"id": "api_message_id"}``.
 
     The common answer, made where the chunk was sent (a sending process: the other core) into
@@ -183,12 +210,12 @@ class SentOutcomes(Sequence[Outcome]):
     someone iterates it.
     """
 
-    __slots__ = ("_items", "length", "packed")
+    __slots__ = ("length", "packed")
 
     def __init__(self, packed: str, length: int) -> None:
+        super().__init__()
         self.packed = packed
         self.length = length
-        self._items: tuple[Outcome, ...] | None = None
 
     @classmethod
     def of(cls, api_ids: Mapping[int, str], *, api_id_length: int) -> SentOutcomes:
@@ -196,41 +223,17 @@ class SentOutcomes(Sequence[Outcome]):
         clipped = {rid: api_id[:api_id_length] for rid, api_id in api_ids.items()}
         return cls(json.dumps(clipped, separators=(",", ":")), len(clipped))
 
-    def _unpacked(self) -> tuple[Outcome, ...]:
-        items = self._items
-        if items is None:
-            sent = Status.SENT
-            items = self._items = tuple(
-                Outcome(int(rid), sent, api_id) for rid, api_id in json.loads(self.packed).items()
-            )
-        return items
+    def _unpack(self) -> tuple[Outcome, ...]:
+        sent = Status.SENT
+        return tuple(
+            Outcome(int(rid), sent, api_id) for rid, api_id in json.loads(self.packed).items()
+        )
 
-    @overload
-    def __getitem__(self, index: int) -> Outcome: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Outcome]: ...
-    def __getitem__(self, index: int | slice) -> Outcome | Sequence[Outcome]:
-        return self._unpacked()[index]
+    def _args(self) -> tuple[str, int]:
+        return (self.packed, self.length)
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # known without unpacking
         return self.length
-
-    def __iter__(self) -> Iterator[Outcome]:
-        return iter(self._unpacked())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return self._unpacked() == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._unpacked())
-
-    def __repr__(self) -> str:
-        return f"SentOutcomes({self.packed!r}, {self.length})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (SentOutcomes, (self.packed, self.length))
 
 
 @dataclass(frozen=True, slots=True)
