@@ -29,7 +29,7 @@ from batch_sender.errors import (
     Throttled,
     gateway_error_for_code,
 )
-from batch_sender.gateway import GatewayClient, Message, Receipt
+from batch_sender.gateway import GatewayClient, Message, Receipt, wire
 from batch_sender.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, SentOutcomes
@@ -60,7 +60,8 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
     Each ``<return>`` is matched to its recipient by its ``To:`` number. An ID means ``sent``; a
     stop code (301 no credit, mid-list too) hands the row back to ``pending`` and stops the run;
     ERR 130 mid-list hands the row back for after the pause; any other code is that number's
-    failure. A recipient the answer does not mention is ``unknown``: never lost, never resent.
+    failure. A recipient the answer does not mention, or whose ID is not 32 hex digits, is
+    ``unknown``: never lost, never resent, never ``sent`` without the gateway's word.
     """
     by_number = {r.msisdn: r.id for r in chunk.recipients}
     sent: dict[int, str] = {}
@@ -78,7 +79,19 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
             continue
         code = receipt.error_code
         if receipt.api_message_id is not None:
-            sent[rid] = receipt.api_message_id
+            if wire.is_message_id(receipt.api_message_id):
+                sent[rid] = receipt.api_message_id
+                continue
+            # "ID: 42": the gateway may have accepted it, but this is not its word for the number
+            outcomes.append(
+                Outcome(
+                    rid,
+                    Status.UNKNOWN,
+                    error_description=(
+                        f"malformed message ID {receipt.api_message_id[:40]!r} in the answer"
+                    ),
+                )
+            )
         elif code in STOP_CODES or code in RETRY_LATER_CODES:
             # A request-level error repeated for each number, or credit running out mid-list:
             # this number was not accepted, so it goes back to pending.

@@ -2,14 +2,15 @@
 
 Only a :class:`~batch_sender.errors.RetryableError` is retried, and only when the request provably
 did not take effect: it never left (connect error, connect/pool timeout), or the gateway said so
-(HTTP 429/502/503/504, a SOAP Fault, ERR 901, ERR 003/005 again after the client's re-auth).
+(HTTP 429/503, a SOAP Fault, ERR 901, ERR 003/005 again after the client's re-auth).
 Everything else is decided by the sender:
 ``Throttled`` pauses every worker, ``OutcomeUnknown`` is never resent, ``RunStopped`` stops the run.
 
-A bare HTTP 500 (an error page, not a SOAP Fault) is *not* retried, although the client raises it
-as ``ServerBusy``: it says the server failed while handling the request, not that it never
-accepted it, so resending could send the message twice. Its recipients become ``unknown`` and
-``querymsg`` settles them (ERR 104: never accepted, back to pending; found: sent). A 503 or 429
+A bare HTTP 500 (an error page, not a SOAP Fault), 502 or 504 is *not* retried, although the
+client raises it as ``ServerBusy``: it says that the server (or a proxy in front of it) failed
+while handling the request, not that the gateway never accepted it, so resending could send the
+message twice. Its recipients become ``unknown`` and ``querymsg`` settles them (ERR 104: never
+accepted, back to pending; found: sent for a one-number request). A 503 or 429
 says "not processed, come back later"; a SOAP Fault and ERR 901 are the gateway's own "retry".
 """
 
@@ -29,8 +30,14 @@ INITIAL_BACKOFF = 0.5  # seconds before the first retry
 MAX_BACKOFF = 30.0  # seconds: the cap of one wait
 JITTER = 1.0  # seconds of random jitter added to each wait
 MAX_RETRY_AFTER = 300.0  # seconds: a longer Retry-After is capped
-#: HTTP statuses whose request the server did not process (a bare 500 may have been: see above)
-RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
+#: HTTP statuses whose request the server did not process, one reason each:
+#: - 429 Too Many Requests: the server refused the request before handling it (rate limit);
+#: - 503 Service Unavailable: the server is not taking requests now and says "come back later".
+#: Not retried (their rows become ``unknown`` and querymsg settles them):
+#: - 500: the server failed somewhere while handling it, possibly after queueing the messages;
+#: - 502 Bad Gateway / 504 Gateway Timeout: a proxy in front of the gateway lost or timed out
+#:   the upstream answer; the gateway may well have taken the request (seen: 6 of 6 sent twice).
+RETRYABLE_HTTP = frozenset({429, 503})
 
 
 def is_retryable(exc: BaseException) -> bool:

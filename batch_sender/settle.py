@@ -3,10 +3,12 @@
 Rows stay ``sending`` when a process dies between claiming them and recording the answer, and
 become ``unknown`` when the answer was lost. Every request carries a unique ``climsgid``, so the
 gateway can tell: ERR 104 (unknown client message ID) means it never accepted the request, and
-the rows go back to ``pending`` to be sent; an answer means it did, and the rows are ``sent``
-(with their API message ID when the request had one number; a multi-number request's IDs are
-not recoverable from ``querymsg``, which answers for the request's first message only, and stay
-empty). Anything else leaves them ``unknown``.
+the rows go back to ``pending`` to be sent; an answer means it reached the gateway. A
+one-number request is then ``sent`` with its API message ID. A multi-number request's rows stay
+``unknown`` with a reason: ``querymsg`` answers for one message of the request only, so it cannot
+say which numbers were accepted (some may have been refused, or credit may have run out mid-list),
+and a row is ``sent`` only with the gateway's word for that number. Anything else leaves them
+``unknown``.
 
 ERR 104 is only trusted once the request cannot still be on its way: before asking about orphans
 of a recently dead process the settler waits ``grace`` seconds, so a request written just before
@@ -26,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from batch_sender import retry, sender
 from batch_sender.errors import GatewayError, RequestRejected, RunStopped
-from batch_sender.gateway import GatewayClient
+from batch_sender.gateway import GatewayClient, wire
 from batch_sender.gateway import Status as GatewayStatus
 from batch_sender.states import Status
 from batch_sender.store import Outcome, Store
@@ -118,15 +120,22 @@ def settle(
                 store.record(_unknown(ids, f"could not settle: {exc}"))
             stats.unknown += len(ids)
             continue
-        if len(ids) == 1:
+        size = store.request_size(campaign_id, group.client_message_id)
+        if size == 1 and len(ids) == 1 and wire.is_message_id(found.api_message_id):
+            # a one-number request: querymsg's answer is that number's own word
             store.record([Outcome(ids[0], Status.SENT, api_message_id=found.api_message_id)])
-        else:
-            why = (
-                f"accepted with request {group.client_message_id} (querymsg); "
-                "the gateway does not tell each number's message ID"
-            )
-            store.record([Outcome(rid, Status.SENT, error_description=why) for rid in ids])
-        stats.sent += len(ids)
+            stats.sent += 1
+            continue
+        # querymsg by climsgid answers for one message of the request only: it proves that the
+        # request reached the gateway, not that this number was accepted (it may have been
+        # refused with 105/121, or credit may have run out mid-list), nor which ID is its own.
+        why = (
+            f"request {group.client_message_id} of {size} numbers reached the gateway "
+            "(querymsg), which does not say whether this number was accepted: check it "
+            "before --resend-unknown"
+        )
+        store.record(_unknown(ids, why))
+        stats.unknown += len(ids)
     if stats.requests:
         log.info(
             "settled %d earlier requests: %d sent, %d back to pending, %d unknown",

@@ -147,7 +147,7 @@ def test_retry_after_is_honoured_before_the_retry(bs, simulator, campaign, tmp_p
 # --- not retried: the request may have taken effect ------------------------------------------
 
 
-def test_drop_after_acceptance_leaves_the_chunk_unknown_and_reconcile_settles_it(
+def test_drop_after_acceptance_leaves_the_chunk_unknown_and_reconcile_cannot_call_it_sent(
     bs, simulator, campaign, tmp_path
 ):
     simulator.inject("drop_after", times=1)
@@ -164,13 +164,38 @@ def test_drop_after_acceptance_leaves_the_chunk_unknown_and_reconcile_settles_it
 
     settled = bs("reconcile", "f", sim=simulator)
     assert settled.exit_code == 0, settled.stderr
-    assert "50 sent" in settled.stdout
-    rows = results(tmp_path / "results.db")
-    assert ledger(tmp_path, simulator) == {"rows": 200, "sent": 200, "duplicates": 0, "lost": 0}
-    # querymsg by the request's climsgid cannot tell each number's ID: empty, and said so
-    dropped = [r for r in rows if r["api_message_id"] is None]
+    assert "50 still unknown" in settled.stdout, settled.stdout
+    # querymsg by the request's climsgid answers for one message of the 50: it proves the request
+    # arrived, not that each number was accepted. The rows stay unknown, and say why.
+    assert ledger(tmp_path, simulator) == {
+        "rows": 200,
+        "sent": 150,
+        "unknown": 50,
+        "duplicates": 0,
+        "lost": 0,
+    }
+    dropped = [r for r in results(tmp_path / "results.db") if r["status"] == "unknown"]
     assert len(dropped) == 50
     assert all("querymsg" in r["error_description"] for r in dropped)
+    assert all(r["api_message_id"] is None for r in dropped)
+
+
+def test_numbers_refused_in_a_lost_answer_are_never_recorded_sent(
+    bs, make_simulator, campaign, tmp_path
+):
+    """Issue: a dropped answer of a request in which the gateway refused some numbers (121
+    blocked) was settled by climsgid and every number became `sent`, refused ones included."""
+    sim = make_simulator(number_errors={"27821000001": "121", "27821000003": "105"})
+    sim.inject("drop_after", times=1)
+    src = campaign(6)
+    assert run(bs, sim, src, "--chunk-size", "6").exit_code == 4
+    assert bs("reconcile", "f", sim=sim).exit_code == 0
+    assert run(bs, sim, src).exit_code == 4  # the next run settles nothing into `sent` either
+    rows = {r["msisdn"]: r for r in results(tmp_path / "results.db")}
+    assert rows["27821000001"]["status"] != "sent"
+    assert rows["27821000003"]["status"] != "sent"
+    assert all(r["status"] == "unknown" for r in rows.values())
+    ledger(tmp_path, sim)
 
 
 def test_drop_after_acceptance_of_a_single_number_is_settled_with_its_id(
@@ -228,7 +253,9 @@ def test_slow_answers_past_the_read_timeout_are_unknown_never_resent(
     }
     assert simulator.accepted_count == 200
     assert bs("reconcile", "f", sim=simulator).exit_code == 0
-    assert ledger(tmp_path, simulator)["sent"] == 200
+    # the two slow requests reached the gateway, but querymsg cannot say for which numbers
+    figures = ledger(tmp_path, simulator)
+    assert (figures["sent"], figures["unknown"]) == (150, 50)
 
 
 # --- sessions, throttling ----------------------------------------------------------------------
@@ -327,6 +354,8 @@ def test_the_backoff_scale_shrinks_every_wait_retry_after_included():
         (ServerBusy("HTTP 503", status=503), True),
         (ServerBusy("HTTP 429", status=429), True),
         (ServerBusy("HTTP 500", status=500), False),  # may have been accepted: unknown instead
+        (ServerBusy("HTTP 502", status=502), False),  # a proxy lost the upstream answer
+        (ServerBusy("HTTP 504", status=504), False),  # a proxy timed out: it may have landed
         (SessionExpired("ERR 003 again after re-auth", code="003"), True),
         (OutcomeUnknown("read timeout"), False),
     ],
@@ -376,3 +405,59 @@ def test_a_balance_short_of_the_estimate_refuses_to_start(bs, simulator, campaig
     assert simulator.requests == 0
     figures = ledger(tmp_path, simulator, allowed={"pending"})
     assert figures == {"rows": 300, "pending": 300, "duplicates": 0, "lost": 0}
+
+
+# --- exactly once: answers that do not prove what they seem to ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["http_502_after", "http_504_after"])
+def test_a_proxy_error_after_acceptance_is_unknown_never_resent(
+    bs, simulator, campaign, tmp_path, kind
+):
+    """A proxy in front of the gateway answers 502/504 after the gateway took the request: it was
+    retried, and every number of it went out twice (6 of 6, exit 0)."""
+    simulator.inject(kind, times=1)
+    src = campaign(6)
+    out = run(bs, simulator, src, "--chunk-size", "6")
+    assert out.exit_code == 4, out.stderr
+    assert simulator.requests == 1  # not retried
+    assert ledger(tmp_path, simulator) == {"rows": 6, "unknown": 6, "duplicates": 0, "lost": 0}
+
+
+def test_an_answer_naming_only_the_first_number_leaves_the_others_unknown(
+    bs, simulator, campaign, tmp_path
+):
+    simulator.inject("short_accept", times=1)  # the gateway accepts all six, answers for one
+    run(bs, simulator, campaign(6), "--chunk-size", "6")
+    ledger(tmp_path, simulator)  # no number accepted twice
+    rows = results(tmp_path / "results.db")
+    assert [r["status"] for r in rows] == ["sent"] + ["unknown"] * 5
+    assert all("did not mention" in r["error_description"] for r in rows[1:])
+
+
+@pytest.mark.parametrize("code", ["901", "003", "130", "301", "001"])
+def test_an_error_naming_only_the_first_number_is_not_applied_to_the_others(
+    bs, simulator, campaign, tmp_path, code
+):
+    """`ERR: 901 … To: <first>` alone was taken as a request-level error for all six numbers,
+    and the five it never mentioned were sent again (5 of 6 twice; 003, 130, 301, 001 alike)."""
+    simulator.inject("short_error", times=1, code=code)  # nothing accepted; one error only
+    run(bs, simulator, campaign(6), "--chunk-size", "6")
+    rows = results(tmp_path / "results.db")
+    assert all(r["status"] == "unknown" for r in rows[1:]), [r["status"] for r in rows]
+    accepted = Counter(rec["to"] for rec in records(Path(simulator.config.record)))
+    assert not set(accepted) & {r["msisdn"] for r in rows[1:]}  # the five were never resent
+    assert all(n == 1 for n in accepted.values())
+
+
+def test_malformed_message_ids_are_a_protocol_error_for_the_row_not_a_success(
+    bs, simulator, campaign, tmp_path
+):
+    simulator.inject("bad_ids", times=1, id="42")
+    src = campaign(4)
+    out = run(bs, simulator, src, "--chunk-size", "4")
+    assert out.exit_code == 4, out.stderr
+    rows = results(tmp_path / "results.db")
+    assert {r["status"] for r in rows} == {"unknown"}
+    assert all(r["api_message_id"] is None for r in rows)
+    assert all("malformed message ID" in r["error_description"] for r in rows)

@@ -21,7 +21,6 @@ from batch_sender.ratelimit import PauseGate, RateLimiter
 from batch_sender.sender import outcomes_for
 from batch_sender.states import Status
 from batch_sender.store import Chunk, ChunkRecipient, SentOutcomes
-from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
 
 class FakeClock:
@@ -177,13 +176,12 @@ def test_outcomes_map_each_return_to_its_number():
 def test_an_answer_accepting_every_number_comes_packed_for_the_store():
     """The usual answer travels (pickled, from a sending process) as one JSON text of the
     accepted rows: what the store's UPDATE reads. An answer with any other outcome does not."""
-    long = API_MESSAGE_ID_LENGTH + 8  # longer than the column: cut before it is packed
-    receipts = [Receipt(f"2782000000{i}", f"{i}" * long, None, None) for i in (4, 2, 1, 3)]
+    receipts = [Receipt(f"2782000000{i}", f"{i}" * 32, None, None) for i in (4, 2, 1, 3)]
 
     result = outcomes_for(CHUNK, receipts)
 
     assert isinstance(result.outcomes, SentOutcomes)
-    width = API_MESSAGE_ID_LENGTH
+    width = 32  # the protocol's IDs are 32 hex digits
     assert json.loads(result.outcomes.packed) == {str(i): str(i) * width for i in (4, 2, 1, 3)}
     wire = pickle.dumps(result.outcomes)
     assert b"states" not in wire  # no Outcome (nor its Status) per recipient: the text alone
@@ -195,6 +193,17 @@ def test_an_answer_accepting_every_number_comes_packed_for_the_store():
     mixed = outcomes_for(CHUNK, receipts[:3] + [Receipt("27820000003", None, "121", "blocked")])
     assert not isinstance(mixed.outcomes, SentOutcomes)
     assert sorted(o.status for o in mixed.outcomes) == sorted(["sent"] * 3 + ["failed"])
+
+
+@pytest.mark.parametrize("bad", ["42", "a" * 40, "z" * 32, "a" * 31])
+def test_an_id_that_is_not_32_hex_is_unknown_never_sent(bad):
+    receipts = [Receipt(f"2782000000{i}", "c" * 32, None, None) for i in (1, 2, 3)]
+    receipts.append(Receipt("27820000004", bad, None, None))
+    result = outcomes_for(CHUNK, receipts)
+    by_id = {o.recipient_id: o for o in result.outcomes}
+    assert by_id[4].status is Status.UNKNOWN
+    assert "malformed message ID" in (by_id[4].error_description or "")
+    assert [by_id[i].status for i in (1, 2, 3)] == [Status.SENT] * 3
 
 
 def test_a_number_the_answer_omits_is_unknown_not_lost():

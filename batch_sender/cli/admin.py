@@ -147,6 +147,21 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
     default=0.0,
     help="Share of sendmsg requests whose connection is dropped after acceptance.",
 )
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="KIND=RATE",
+    help=(
+        "Inject a fault into this share (0-1) of sendmsg requests; repeatable. Kinds: "
+        "http_503, http_500, soap_fault, err_901 (nothing accepted); drop_before (closed "
+        "unanswered, nothing accepted); drop_after, http_502_after, http_504_after (accepted, "
+        "then the connection closes or a proxy error page); slow (accepted, answered late); "
+        "short_error (one ERR for the first number only, nothing accepted); short_accept "
+        "(all accepted, only the first number answered); bad_ids (accepted, IDs not 32 hex); "
+        "throttle (ERR 130); expire_sessions."
+    ),
+)
 @click.option("--callback-url", help="Post delivery callbacks here (msg_callback > 0).")
 def simulator(
     host: str,
@@ -160,6 +175,7 @@ def simulator(
     max_mps: float | None,
     error_rate_5xx: float,
     drop_rate: float,
+    faults: tuple[str, ...],
     callback_url: str | None,
 ) -> None:
     """Run the Clickatell SOAP gateway simulator (document/literal) until interrupted.
@@ -172,6 +188,22 @@ def simulator(
           batch-sender run campaign.csv --text "Hello"
     """
     from batch_sender.simulator import SimulatorConfig, serve
+    from batch_sender.simulator.config import FAULT_KINDS
+
+    fault_rates = {"http_503": error_rate_5xx, "drop_after": drop_rate}
+    for fault in faults:
+        kind, _, rate = fault.partition("=")
+        try:
+            share = float(rate)
+        except ValueError:
+            share = -1.0
+        if kind not in FAULT_KINDS or not 0.0 <= share <= 1.0:
+            raise click.BadParameter(
+                f"{fault!r}: expected KIND=RATE, RATE in 0-1, KIND one of "
+                f"{', '.join(sorted(FAULT_KINDS))}",
+                param_hint="--fault",
+            )
+        fault_rates[kind] = share
 
     serve(
         SimulatorConfig(
@@ -184,7 +216,7 @@ def simulator(
             record=record,
             credits=credits,
             max_mps=max_mps,
-            fault_rates={"http_503": error_rate_5xx, "drop_after": drop_rate},
+            fault_rates=fault_rates,
             callback_url=callback_url,
         )
     )

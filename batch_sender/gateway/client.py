@@ -30,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from types import TracebackType
@@ -449,10 +449,20 @@ def _receipts(to: Sequence[str], lines: list[str]) -> list[Receipt]:
             raise errors.gateway_error_for_code(code, first.error_description or "")
         return [first if first.to is not None else first._replace(to=to[0])]
     if code is not None:
+        # A request-level error is one untargeted <return>, or the same code for every number of
+        # the request. An answer that names only some numbers says nothing of the others: they
+        # are mapped one by one (the courier makes the unmentioned ones `unknown`), never resent.
         single_untargeted = len(receipts) == 1 and first.to is None
-        same_everywhere = code not in errors.DESTINATION_CODES and all(
-            r.error_code == code for r in receipts
+        same_everywhere = (
+            code not in errors.DESTINATION_CODES
+            and all(r.error_code == code for r in receipts)
+            and _numbers(r.to or "" for r in receipts) == _numbers(to)
         )
         if single_untargeted or same_everywhere:
             raise errors.gateway_error_for_code(code, first.error_description or "")
     return receipts
+
+
+def _numbers(numbers: Iterable[str]) -> set[str]:
+    """Numbers as an answer may write them (``+27…``, ``0027…``), to compare with the request."""
+    return {n.lstrip("+0") for n in numbers}

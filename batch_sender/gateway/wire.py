@@ -372,12 +372,22 @@ class MessageCharge:
     status: str | None
 
 
+_API_MESSAGE_ID = re.compile(r"[0-9a-fA-F]{32}\Z")  # the protocol's message IDs: 32 hex digits
 _ID_LINE = re.compile(r"ID:\s*(\S+)(?:\s+To:\s*(\S+))?\Z")
 _ERR_LINE = re.compile(r"ERR:\s*([0-9]{1,3})(?![0-9])\s*,?\s*(.*)\Z", re.S)
 _OK_LINE = re.compile(r"OK:\s*(.*?)\Z", re.S)
 _BALANCE_LINE = re.compile(r"Credits?:\s*([-+]?[0-9]+(?:\.[0-9]+)?)\Z")
 _PAIR = re.compile(r"([A-Za-z_]+):\s*([^\s:]*)(?=\s|\Z)")
 _CHARGE = re.compile(r"\bCharge:\s*([0-9]+(?:\.[0-9]+)?)\s*\Z", re.I)
+
+
+def is_message_id(value: str | None) -> bool:
+    """Whether ``value`` is a message ID as the protocol defines one (32 hex digits).
+
+    Anything else in an ``ID:`` answer ("42", 40 hex) is a protocol error for that number, never
+    proof that it was accepted.
+    """
+    return value is not None and _API_MESSAGE_ID.match(value) is not None
 
 
 def parse_return(line: str) -> Receipt:

@@ -32,6 +32,12 @@ FAULT_KINDS = frozenset(
         "expire_sessions",  # every session expires now, before the request is handled
         "throttle",  # ERR 130 for every sendmsg until now + `seconds` (kw: seconds)
         "soap_fault",  # a SOAP-ENV:Server fault, HTTP 500; nothing accepted
+        # Faults after acceptance, and answers that do not match the request (exactly-once tests):
+        "http_502_after",  # accept and record the messages, then a proxy's HTTP 502 page
+        "http_504_after",  # accept and record the messages, then a proxy's HTTP 504 page
+        "short_error",  # nothing accepted; one `ERR: <code> To: <first>` only (kw: code)
+        "short_accept",  # accept every number, answer only the first number's `<return>`
+        "bad_ids",  # accept every number, answer malformed IDs (kw: id, default "42")
     }
 )
 

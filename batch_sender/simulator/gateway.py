@@ -433,14 +433,37 @@ class Gateway:
                 delay = float(opts.get("seconds", self.config.slow_seconds))
             elif kind == "drop_after":
                 drop = True
+            elif kind == "short_error":
+                code = str(opts.get("code", "901"))
+                err = f"ERR: {code}, {DESCRIPTIONS.get(code, 'Error')}"
+                first = f" To: {soap.xml_text(op.to[0])}" if op.to and len(op.to) > 1 else ""
+                return Reply(200, soap.response_body("sendmsg", [err + first]))
         try:
             returns = self._accept(op, now)
         except _Reject as reject:
             reply = self._reply_error("sendmsg", op.to, reject)
         else:
             reply = Reply(200, soap.response_body("sendmsg", returns))
+            if fault is not None:
+                reply = self._after_acceptance(fault, returns) or reply
         reply.delay, reply.drop = delay, drop
         return reply
+
+    @staticmethod
+    def _after_acceptance(fault: _Fault, returns: list[str]) -> Reply | None:
+        """The answer a fault puts in place of the real one once the messages were accepted."""
+        kind = fault.kind
+        if kind in ("http_502_after", "http_504_after"):
+            status = 502 if kind == "http_502_after" else 504
+            page = b"<html><body><h1>%d</h1>upstream gateway error</body></html>" % status
+            return Reply(status, page, content_type=b"text/html")
+        if kind == "short_accept":
+            return Reply(200, soap.response_body("sendmsg", returns[:1]))
+        if kind == "bad_ids":
+            bad = str(fault.options.get("id", "42"))
+            mangled = [re.sub(r"^ID: [0-9a-fA-F]+", f"ID: {bad}", r) for r in returns]
+            return Reply(200, soap.response_body("sendmsg", mangled))
+        return None
 
     def _reply_error(self, operation: str, to: list[str], reject: _Reject) -> Reply:
         """A request-level error: once, or once per destination with ``To:`` (reference page)."""

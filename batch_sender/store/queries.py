@@ -765,6 +765,14 @@ class Store:
             )
         return groups
 
+    def request_size(self, campaign_id: int, client_message_id: str) -> int:
+        """How many rows the request ``client_message_id`` carried (settled or not)."""
+        stmt = select(func.count()).where(
+            _r.campaign_id == campaign_id, _r.client_message_id == client_message_id
+        )
+        with engines.store_errors("reading a request", self._url), self._engine.connect() as c:
+            return int(c.execute(stmt).scalar_one())
+
     def touch_claims(self, campaign_id: int, worker: str) -> int:
         """Renew the lease on ``worker``'s ``sending`` rows (``claimed_at`` = now); how many.
 
