@@ -148,6 +148,13 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
     help="Share of sendmsg requests whose connection is dropped after acceptance.",
 )
 @click.option("--callback-url", help="Post delivery callbacks here (msg_callback > 0).")
+@click.option(
+    "--echo-secrets",
+    type=click.Choice(["session", "password"]),
+    multiple=True,
+    help="Behave like a careless gateway: echo the session ID in sendmsg error descriptions "
+    "(session), user/password in ERR 001 (password). Repeatable.",
+)
 def simulator(
     host: str,
     port: int,
@@ -161,6 +168,7 @@ def simulator(
     error_rate_5xx: float,
     drop_rate: float,
     callback_url: str | None,
+    echo_secrets: tuple[str, ...],
 ) -> None:
     """Run the Clickatell SOAP gateway simulator (document/literal) until interrupted.
 
@@ -186,6 +194,7 @@ def simulator(
             max_mps=max_mps,
             fault_rates={"http_503": error_rate_5xx, "drop_after": drop_rate},
             callback_url=callback_url,
+            echo_secrets=frozenset(echo_secrets),
         )
     )
 
