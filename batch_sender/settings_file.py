@@ -134,6 +134,23 @@ def _require_private(path: Path, why: str) -> None:
         )
 
 
+def read_secret_file(path: Path, what: str) -> str:
+    """The one secret ``path`` holds (its first non-blank line, stripped), for ``what``.
+
+    Refused, like the credentials file, unless only its owner may read it: a secret passed as a
+    flag shows in ``ps``, one in a file only to whoever may read the file.
+    """
+    _require_private(path, f"it holds the {what}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the {what} file {path}: {exc}") from exc
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    raise InputError(f"the {what} file {path} is empty")
+
+
 def read_credentials_file(path: Path) -> dict[str, str]:
     """``KEY=VALUE`` lines (``api_id``/``user``/``password`` or the ``CLICKATELL_*`` names).
 

@@ -36,6 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from batch_sender import redact
 from batch_sender.config import MessageOptions
 from batch_sender.courier import ChunkResult, Courier
 from batch_sender.gateway.client import ClientSpec, GatewayClient
@@ -326,7 +327,9 @@ def child_main() -> int:
     # the parent logs only its own package's records (httpx's line per request is not one of
     # them): so does the child, at the parent's level, through the pipe
     ours = logging.getLogger("batch_sender")
-    ours.handlers[:] = [_PipeLogHandler(send)]
+    pipe = _PipeLogHandler(send)
+    pipe.addFilter(redact.RedactingFilter())  # this process's sessions: the parent knows none
+    ours.handlers[:] = [pipe]
     ours.propagate = False
     kind, spec = pickle.load(inbox)
     if kind != "spec" or not isinstance(spec, CourierSpec):

@@ -163,6 +163,13 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
     ),
 )
 @click.option("--callback-url", help="Post delivery callbacks here (msg_callback > 0).")
+@click.option(
+    "--echo-secrets",
+    type=click.Choice(["session", "password"]),
+    multiple=True,
+    help="Behave like a careless gateway: echo the session ID in sendmsg error descriptions "
+    "(session), user/password in ERR 001 (password). Repeatable.",
+)
 def simulator(
     host: str,
     port: int,
@@ -177,6 +184,7 @@ def simulator(
     drop_rate: float,
     faults: tuple[str, ...],
     callback_url: str | None,
+    echo_secrets: tuple[str, ...],
 ) -> None:
     """Run the Clickatell SOAP gateway simulator (document/literal) until interrupted.
 
@@ -218,6 +226,7 @@ def simulator(
             max_mps=max_mps,
             fault_rates=fault_rates,
             callback_url=callback_url,
+            echo_secrets=frozenset(echo_secrets),
         )
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from batch_sender import settings_file
+from batch_sender import redact, settings_file
 from batch_sender.config import DEFAULT_DB_URL, DEFAULT_GATEWAY_URL, GatewaySettings
 from batch_sender.errors import BatchSenderError, InputError
 
@@ -21,7 +21,7 @@ class Fail(click.ClickException):
     """A BatchSenderError turned into a one-line message and its exit code."""
 
     def __init__(self, exc: BatchSenderError) -> None:
-        super().__init__(str(exc))
+        super().__init__(redact.SECRETS(str(exc)))  # safety net: the client redacted it
         # click declares exit_code a class variable; this error's code depends on the instance
         setattr(self, "exit_code", exc.exit_code)  # noqa: B010
 
@@ -42,6 +42,7 @@ LOG_FORMATS = ("text", "json")
 
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(redact.RedactingFilter())  # no known secret in any line
     root = logging.getLogger("batch_sender")
     root.handlers[:] = [handler]
     set_log_format(log_format)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import signal
+from pathlib import Path
 from types import FrameType
 
 import click
+from click.core import ParameterSource
 
-from batch_sender import suppression
+from batch_sender import redact, settings_file, suppression
 from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
 from batch_sender.errors import InputError
 from batch_sender.suppression import DEFAULT_STOP_KEYWORDS
@@ -27,17 +29,31 @@ DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
     "--port", type=int, default=DEFAULT_CALLBACK_PORT, show_default=True, help="Port to listen on."
 )
 @click.option(
+    "--token-file",
+    envvar="BATCH_SENDER_CALLBACK_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File (chmod 600) holding the shared secret callbacks must carry (?token=… or an "
+    "X-Callback-Token header); missing: 401, wrong: 403. Env: BATCH_SENDER_CALLBACK_TOKEN_FILE, "
+    "or the token itself in BATCH_SENDER_CALLBACK_TOKEN.",
+)
+@click.option(
+    "--basic-auth-file",
+    envvar="BATCH_SENDER_CALLBACK_AUTH_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File (chmod 600) holding USER:PASSWORD: require HTTP basic auth (as configurable for "
+    "the callback URL at Clickatell). Env: BATCH_SENDER_CALLBACK_AUTH_FILE, or the value itself "
+    "in BATCH_SENDER_CALLBACK_AUTH.",
+)
+@click.option(
     "--token",
     envvar="BATCH_SENDER_CALLBACK_TOKEN",
-    help="Shared secret callbacks must carry (?token=… or an X-Callback-Token header); "
-    "missing: 401, wrong: 403. Env: BATCH_SENDER_CALLBACK_TOKEN.",
+    help="The token itself: shown to every user by ps, prefer the file or the environment.",
 )
 @click.option(
     "--basic-auth",
     envvar="BATCH_SENDER_CALLBACK_AUTH",
     metavar="USER:PASSWORD",
-    help="Require HTTP basic auth (as configurable for the callback URL at Clickatell). "
-    "Env: BATCH_SENDER_CALLBACK_AUTH.",
+    help="USER:PASSWORD itself: shown to every user by ps, prefer the file or the environment.",
 )
 @click.option(
     "--stop-keyword",
@@ -52,6 +68,8 @@ DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
 def callbacks(
     host: str,
     port: int,
+    token_file: Path | None,
+    basic_auth_file: Path | None,
     token: str | None,
     basic_auth: str | None,
     stop_keywords: tuple[str, ...],
@@ -66,18 +84,25 @@ def callbacks(
 
     \b
     Example:
-      batch-sender callbacks --host 0.0.0.0 --port 8098 --token "$SECRET"
-      # callback URL: https://sms.example.com:8098/clickatell?token=$SECRET
+      install -m 600 /dev/null /etc/batch-sender/callback-token
+      openssl rand -hex 24 > /etc/batch-sender/callback-token
+      batch-sender callbacks --host 0.0.0.0 --port 8098 \\
+          --token-file /etc/batch-sender/callback-token
+      # callback URL: https://sms.example.com:8098/clickatell?token=<the file's token>
     """
     from batch_sender.delivery.callbacks import CallbackAuth, CallbackServer
     from batch_sender.store import Store
     from batch_sender.store.delivery import DeliveryStore
 
+    with errors():
+        token = _secret(token, token_file, "token", "callback token")
+        basic_auth = _secret(basic_auth, basic_auth_file, "basic_auth", "basic-auth USER:PASSWORD")
     user = password = None
     if basic_auth is not None:
         user, sep, password = basic_auth.partition(":")
         if not sep or not user:
             raise click.BadParameter("expected USER:PASSWORD", param_hint="--basic-auth")
+    redact.SECRETS.add(token, password)  # never in a log line, whatever a client sends us
     with errors(), Store.open(db_url) as store:
         try:
             server = CallbackServer(
@@ -113,6 +138,23 @@ def callbacks(
                 f"{s.unknown} unknown IDs, {s.bad + s.refused} refused",
                 err=True,
             )
+
+
+def _secret(value: str | None, path: Path | None, name: str, what: str) -> str | None:
+    """The secret from its file, else from the flag or environment (warning for a flag)."""
+    flag = "--" + name.replace("_", "-")
+    if path is not None:
+        if value is not None:
+            raise InputError(f"give {flag} or {flag}-file, not both")
+        return settings_file.read_secret_file(path, what)
+    ctx = click.get_current_context()
+    if value is not None and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        click.echo(
+            f"batch-sender: warning: {flag} is visible to every user in ps; use {flag}-file "
+            f"(chmod 600) or the environment instead",
+            err=True,
+        )
+    return value
 
 
 @click.command()

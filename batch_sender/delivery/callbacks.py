@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import queue
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -340,6 +341,10 @@ _APPLIED_COUNTER = {
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
+    # a request line we cannot read is answered with a status line (HTTP/0.9 would get none)
+    default_request_version = "HTTP/1.0"
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
     server_version = "batch-sender-callbacks"
     sys_version = ""
     disable_nagle_algorithm = True
@@ -431,12 +436,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Access log at debug level, without the query string (it may carry the token)."""
-        log.debug(
-            "%s %s %s", self.client_address[0], self.command, self.path.partition("?")[0][:200]
-        )
+        log.debug("%s %s %s", self.client_address[0], self.command, self._logged_path())
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug("%s %s -> %s", self.command, self.path.partition("?")[0][:200], code)
+        log.debug("%s %s -> %s", self.command, self._logged_path(), code)
+
+    def _logged_path(self) -> str:
+        """The path without its query; empty before a request line was read (a malformed or
+        over-long one is answered 400/414 before ``path`` exists)."""
+        path: str = getattr(self, "path", "")
+        return path.partition("?")[0][:200]
 
 
 class CallbackServer(ThreadingHTTPServer):
@@ -493,6 +502,15 @@ class CallbackServer(ThreadingHTTPServer):
             self._thread.join()
             self._thread = None
         self.server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (reset, broken pipe, timeout) is no error: one debug line, no
+        traceback. Anything else is logged once, with its traceback, through our logger."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("client %s went away: %s", client_address[0], type(exc).__name__)
+            return
+        log.exception("handling a request from %s failed", client_address[0])
 
     def server_close(self) -> None:
         """Close the socket, then let the writer commit what it was given and stop."""

@@ -38,7 +38,7 @@ from typing import TypeVar
 
 import httpx
 
-from batch_sender import errors
+from batch_sender import errors, redact
 from batch_sender.gateway import wire
 from batch_sender.gateway.transport import KeepAliveTransport
 from batch_sender.gateway.wire import MessageCharge, Receipt, Status
@@ -161,6 +161,9 @@ class GatewayClient:
     ) -> None:
         self._url = url
         self._credentials = credentials
+        #: every secret of this process; the password now, each session ID as it is given
+        self._redactor = redact.SECRETS
+        self._redactor.add(credentials.password)
         # None when a transport was given: an in-memory transport cannot be rebuilt elsewhere
         self._spec = (
             None
@@ -234,7 +237,16 @@ class GatewayClient:
             to = (to,)
         params = {**message_params(message), "to": to, "climsgid": climsgid}
         log.debug("sendmsg to %d numbers (climsgid %s)", len(to), climsgid)
-        return self._with_session("sendmsg", params, lambda lines: _receipts(to, lines))
+        receipts = self._with_session("sendmsg", params, lambda lines: _receipts(to, lines))
+        if any(r.error_description for r in receipts):  # the gateway's words: no secret in them
+            clean = self._redactor.optional
+            receipts = [
+                r._replace(error_description=clean(r.error_description))
+                if r.error_description
+                else r
+                for r in receipts
+            ]
+        return receipts
 
     def auth(self) -> str:
         """Authenticate now and keep the new session for later calls; returns the session ID."""
@@ -290,7 +302,7 @@ class GatewayClient:
         """Call ``operation`` with the session ID; on a session error, re-authenticate once."""
         session = self._session()
         try:
-            return read(self._post(operation, {"session_id": session, **params}))
+            return self._call(operation, {"session_id": session, **params}, read)
         except (errors.SessionExpired, errors.RunStopped) as exc:
             if exc.code not in _REAUTH_CODES:
                 raise
@@ -298,7 +310,21 @@ class GatewayClient:
                 "gateway session ended (ERR %s on %s): authenticating again", exc.code, operation
             )
             self._forget(session)
-        return read(self._post(operation, {"session_id": self._session(), **params}))
+        return self._call(operation, {"session_id": self._session(), **params}, read)
+
+    def _call(
+        self, operation: str, params: Mapping[str, object], read: Callable[[list[str]], T]
+    ) -> T:
+        """POST ``operation`` and read its answer: the boundary where gateway text enters.
+
+        Every exception of the call (``ERR`` lines read by ``read`` included) leaves with every
+        known secret blanked out of its message and description (see ``redact``).
+        """
+        try:
+            return read(self._post(operation, params))
+        except errors.GatewayError as exc:
+            self._redactor.exception(exc)
+            raise
 
     def _session(self) -> str:
         """The current session ID, authenticating first if there is none."""
@@ -317,9 +343,10 @@ class GatewayClient:
         """Run ``auth`` with the credentials; ERR 001 here stops the run (RunStopped)."""
         c = self._credentials
         params = {"api_id": c.api_id, "user": c.user, "password": c.password}
-        session = wire.parse_ok(_single(self._post("auth", params)))
+        session = self._call("auth", params, lambda lines: wire.parse_ok(_single(lines)))
         if not session or any(ch.isspace() for ch in session):
             raise errors.ProtocolError("auth answered OK without a session ID")
+        self._redactor.add(session)  # kept after the session ends: an old one may be echoed
         log.info("authenticated with the gateway at %s (api_id %s)", self.url, c.api_id)
         return session
 
@@ -330,15 +357,11 @@ class GatewayClient:
         body = wire.build_request(operation, params)
         headers = {"SOAPAction": f'"{wire.soap_action(operation)}"'}
         try:
-            try:
-                with self._http.stream("POST", self._url, content=body, headers=headers) as resp:
-                    content = _read_limited(resp)
-            except httpx.HTTPError as exc:
-                raise self._wrap(exc, operation) from exc
-            return _returns(resp, content, operation)
-        except errors.GatewayError as exc:
-            self._redact(exc)
-            raise
+            with self._http.stream("POST", self._url, content=body, headers=headers) as resp:
+                content = _read_limited(resp)
+        except httpx.HTTPError as exc:
+            raise self._wrap(exc, operation) from exc
+        return _returns(resp, content, operation)
 
     def _wrap(self, exc: httpx.HTTPError, operation: str) -> errors.BatchSenderError:
         """The batch-sender exception for an httpx error, by whether the request may have left."""
@@ -352,19 +375,6 @@ class GatewayClient:
         if isinstance(exc, httpx.DecodingError):
             return errors.ProtocolError(f"undecodable answer: {what}")
         return errors.OutcomeUnknown(f"answer lost after the request left: {what}")
-
-    def _redact(self, exc: errors.GatewayError) -> None:
-        """Blank out the password and session ID if the server echoed them into an error."""
-        secrets = [s for s in (self._credentials.password, self._session_id) if s]
-        if not any(s in str(exc) or s in (exc.description or "") for s in secrets):
-            return
-        message, description = str(exc), exc.description
-        for secret in secrets:
-            message = message.replace(secret, _REDACTED)
-            if description is not None:
-                description = description.replace(secret, _REDACTED)
-        exc.args = (message,)
-        exc.description = description
 
 
 def _default_transport(max_connections: int) -> httpx.BaseTransport | None:

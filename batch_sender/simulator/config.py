@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["FAULT_KINDS", "Credentials", "SimulatorConfig"]
+__all__ = ["ECHO_KINDS", "FAULT_KINDS", "Credentials", "SimulatorConfig"]
 
 DEFAULT_API_ID = "123456"  # the documentation's example credentials
 DEFAULT_USER = "MyUserName"
@@ -40,6 +40,10 @@ FAULT_KINDS = frozenset(
         "bad_ids",  # accept every number, answer malformed IDs (kw: id, default "42")
     }
 )
+
+#: Secrets a careless gateway echoes back (``echo_secrets``): the session ID in every sendmsg
+#: error description (per number and request-level), ``user/password`` in ERR 001.
+ECHO_KINDS = frozenset({"session", "password"})
 
 
 class Credentials(NamedTuple):
@@ -95,11 +99,15 @@ class SimulatorConfig:
     slow_seconds: float = 5.0  # delay of random `slow` faults
     throttle_seconds: float = 1.0  # duration of random `throttle` faults
     max_body_bytes: int = 8 * 1024 * 1024
+    echo_secrets: frozenset[str] = frozenset()  # of ECHO_KINDS
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_rates) - FAULT_KINDS
         if unknown:
             raise ValueError(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+        unknown = set(self.echo_secrets) - ECHO_KINDS
+        if unknown:
+            raise ValueError(f"unknown echo_secrets: {', '.join(sorted(unknown))}")
 
     @property
     def credentials(self) -> Credentials:

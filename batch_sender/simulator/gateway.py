@@ -248,6 +248,7 @@ class Gateway:
         self._lock = threading.Lock()
         self._credits = float(config.credits)
         self._sessions: dict[str, float] = {}  # session id → last use (UNIX time)
+        self.sessions_issued: list[str] = []  # every session id handed out (tests look for it)
         self._batches: list[Batch] = []
         self._accepted_count = 0
         self.requests = 0  # sendmsg requests received
@@ -376,6 +377,9 @@ class Gateway:
             or fields.get("user") != cfg.user
             or fields.get("password") != cfg.password
         ):
+            if "password" in cfg.echo_secrets:  # a careless gateway: "...failed for user/pw"
+                given = f"{fields.get('user', '')}/{fields.get('password', '')}"
+                raise _Reject("001", f"{DESCRIPTIONS['001']} for {given}")
             raise _Reject("001")
 
     def _touch_session(self, session: str, now: float) -> None:
@@ -441,8 +445,12 @@ class Gateway:
         try:
             returns = self._accept(op, now)
         except _Reject as reject:
+            if reject.code != "001" and "session" in self.config.echo_secrets:
+                reject.description += _session_echo(op.fields)
             reply = self._reply_error("sendmsg", op.to, reject)
         else:
+            if "session" in self.config.echo_secrets:
+                returns = [_echo_session(r, op.fields) for r in returns]
             reply = Reply(200, soap.response_body("sendmsg", returns))
             if fault is not None:
                 reply = self._after_acceptance(fault, returns) or reply
@@ -662,9 +670,10 @@ class Gateway:
         try:
             self._check_credentials(f.get("api_id", "").strip(), f)
         except _Reject as reject:
-            return f"ERR: {reject.code}, {reject.description}"
+            return f"ERR: {reject.code}, {soap.xml_text(reject.description)}"
         session = os.urandom(16).hex()
         self._sessions[session] = now
+        self.sessions_issued.append(session)
         return f"OK: {session}"
 
     def _op_ping(self, f: dict[str, str], now: float) -> str:
@@ -780,6 +789,20 @@ class Gateway:
         if elapsed < final:
             return "003"
         return self.final_status(batch.to[i])
+
+
+def _session_echo(fields: dict[str, str]) -> str:
+    """What a careless gateway appends to an error: the session ID it was sent."""
+    session = fields.get("session_id", "").strip()
+    return f" (session {session})" if session else ""
+
+
+def _echo_session(line: str, fields: dict[str, str]) -> str:
+    """``line`` with the session ID echoed into its error description, before any ``To:``."""
+    if not line.startswith("ERR:"):
+        return line
+    head, to, number = line.partition(" To: ")
+    return f"{head}{_session_echo(fields)}{to}{number}"
 
 
 def _guarded(gateway: Gateway, f: dict[str, str], now: float, answer: Callable[[], str]) -> str:
