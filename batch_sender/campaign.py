@@ -116,6 +116,8 @@ def fingerprint(source: Source, settings: RunSettings) -> str:
         "strict": settings.strict_numbers,
         "message": _message_identity(settings),
     }
+    if settings.country_column is not None:  # absent otherwise: earlier campaigns still match
+        identity["country_column"] = settings.country_column
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -85,6 +85,7 @@ class RunSettings:
     text: str | None = None  # template with {column} placeholders; None: the `text` column
     country: str | None = None  # default region for national-format numbers
     strict_numbers: bool = False
+    country_column: str | None = None  # a column with each row's region code (--country: default)
     message: MessageOptions = MessageOptions()
     chunk_size: int = DEFAULT_CHUNK_SIZE
     concurrency: int = DEFAULT_CONCURRENCY

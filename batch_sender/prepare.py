@@ -105,9 +105,30 @@ class Preparer:
     def __init__(self, settings: RunSettings, columns: Iterable[str]) -> None:
         columns = tuple(columns)
         self._options = settings.message
+        #: what the numbers needed (national → international, trunk 0 dropped, …), for a dry run
+        self.interpretations = numbers.Interpretations()
         self._normalise = numbers.Normaliser(
-            country=settings.country, strict=settings.strict_numbers
+            country=settings.country,
+            strict=settings.strict_numbers,
+            interpretations=self.interpretations,
         )
+        #: with --country-column: the column's index and each row's own country
+        self._per_row: tuple[int, numbers.PerRowCountry] | None = None
+        if settings.country_column is not None:
+            if settings.country_column not in columns:
+                raise InputError(
+                    f"--country-column: no column {settings.country_column!r}; "
+                    f"the source's columns are: {', '.join(columns)}"
+                )
+            self._per_row = (
+                columns.index(settings.country_column),
+                numbers.PerRowCountry(
+                    settings.country_column,
+                    default=settings.country,
+                    strict=settings.strict_numbers,
+                    interpretations=self.interpretations,
+                ),
+            )
         #: the message text of one row, from its values
         self._text_of: Callable[[Sequence[str]], str]
         template = None
@@ -153,8 +174,12 @@ class Preparer:
         number = self._normalise.pair
         payload_of = self._payload_of
         non_gsm = self._non_gsm_rows
+        per_row = self._per_row
         for row_no, _, raw, values in records:
-            msisdn, reason = number(raw)
+            if per_row is None:
+                msisdn, reason = number(raw)
+            else:
+                msisdn, reason = per_row[1].pair(raw, values[per_row[0]])
             if msisdn is None:
                 yield _rejected(row_no, raw, reason or "bad number")
                 continue
@@ -223,6 +248,9 @@ class DryRunReport:
     requests: int = 0  # sendmsg requests at the chosen chunk size
     reasons: Counter[str] = field(default_factory=Counter)
     non_gsm_characters: dict[str, int] = field(default_factory=dict)
+    #: rows per interpretation rule, with examples (see ``numbers.Interpretations.as_dict``)
+    numbers_interpreted: dict[str, dict[str, object]] = field(default_factory=dict)
+    countries: Counter[str] = field(default_factory=Counter)  # region → recipients
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -235,6 +263,8 @@ class DryRunReport:
             "requests": self.requests,
             "rejection_reasons": dict(self.reasons.most_common()),
             "non_gsm_characters": self.non_gsm_characters,
+            "numbers_interpreted": self.numbers_interpreted,
+            "countries": dict(self.countries.most_common()),
         }
 
 
@@ -249,6 +279,12 @@ def dry_run(
     report = DryRunReport()
     seen: set[int] = set()
     per_payload: Counter[str] = Counter()
+    starts: Counter[str] = Counter()  # recipients per first 3 digits (the region, mostly)
+    #: recipients whose calling code several regions share (+1, +44, …), by their first 7
+    #: digits (enough to tell the region apart), with one number of each to ask phonenumbers
+    shared: Counter[str] = Counter()
+    sample: dict[str, str] = {}
+    shared_start = numbers.shared_calling_code_start
     for _, msisdn, status, parts, digest_, _, unicode, _, reason in preparer.staged(
         source.records()
     ):
@@ -265,9 +301,20 @@ def dry_run(
             report.suppressed += 1
             continue
         report.recipients += 1
+        start = msisdn[:3]
+        if start in shared_start:
+            shared[msisdn[:7]] += 1
+            sample.setdefault(msisdn[:7], msisdn)
+        else:
+            starts[start] += 1
         report.parts += parts
         report.unicode_recipients += unicode
         per_payload[digest_ or ""] += 1
     report.requests = sum(-(-n // chunk_size) for n in per_payload.values())
     report.non_gsm_characters = dict(preparer.non_gsm.most_common())
+    report.numbers_interpreted = preparer.interpretations.as_dict()
+    for start, count in starts.items():
+        report.countries[numbers.region_of(start)] += count
+    for first7, count in shared.items():
+        report.countries[numbers.region_of(sample[first7])] += count
     return report

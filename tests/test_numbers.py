@@ -86,7 +86,6 @@ def test_unusable_numbers_are_rejected_with_a_reason(
     [
         ("2799900001", "ZA", "invalid number for ZA (--strict-numbers)"),
         ("+27 99 900 0001", None, "invalid number for ZA (--strict-numbers)"),
-        ("099 900 0001", "ZA", "invalid number for ZA (--strict-numbers)"),
         ("+99912345678", None, "unknown country code (--strict-numbers)"),
     ],
 )
@@ -127,4 +126,8 @@ def test_any_input_is_either_digits_or_a_reason(raw: str) -> None:
 
 @given(st.from_regex(r"[1-9][0-9]{6,14}", fullmatch=True), st.sampled_from(["", "+", "00"]))
 def test_international_digits_come_back_unchanged_with_any_prefix(digits: str, prefix: str) -> None:
-    assert Normaliser()(prefix + digits) == Normalised(digits, None)
+    outcome = Normaliser()(prefix + digits)
+    if "trunk_prefix_dropped" in outcome.rules:  # e.g. 44 0…: the trunk 0 goes (or it is invalid)
+        assert outcome.digits is not None and len(outcome.digits) < len(digits)
+    else:
+        assert outcome == Normalised(digits, None)

@@ -141,7 +141,13 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option(
     "--strict-numbers",
     is_flag=True,
-    help="Also reject numbers that phonenumbers says are invalid for their country.",
+    help="Also reject plain international numbers that phonenumbers says are invalid "
+    "(numbers that needed interpretation are always checked).",
+)
+@click.option(
+    "--country-column",
+    metavar="COLUMN",
+    help="A column holding each row's region code (ZA, GB, ...); --country is the fallback.",
 )
 @click.option("--to-column", default="to", show_default=True, help="The column holding numbers.")
 @click.option("--delimiter", help="CSV delimiter. Default: sniffed from the file.")
@@ -294,6 +300,7 @@ def run(
     params: tuple[str, ...],
     country: str | None,
     strict_numbers: bool,
+    country_column: str | None,
     to_column: str,
     delimiter: str | None,
     chunk_size: int,
@@ -355,6 +362,7 @@ def run(
                 text=text,
                 country=country,
                 strict_numbers=strict_numbers,
+                country_column=country_column,
                 message=MessageOptions(
                     sender=sender,
                     flash=flash,
@@ -440,7 +448,22 @@ def _dry_run(settings: RunSettings, source: sources.Source, db_url: str, *, as_j
         click.echo(json.dumps(data))
     else:
         for key, value in data.items():
-            click.echo(f"{key}: {value}")
+            if key not in ("numbers_interpreted", "countries"):
+                click.echo(f"{key}: {value}")
+        _echo_numbers(report_)
+
+
+def _echo_numbers(report_: prepare.DryRunReport) -> None:
+    """The dry run's account of how numbers were read, and where the accepted ones go."""
+    interpreted = report_.numbers_interpreted
+    click.echo("numbers_interpreted:" + ("" if interpreted else " none"))
+    for rule, seen in interpreted.items():
+        examples = seen["examples"]
+        assert isinstance(examples, list)
+        shown = ", ".join(f"{raw!r} -> {digits}" for raw, digits in examples)
+        click.echo(f"  {rule}: {seen['count']} (e.g. {shown})")
+    countries = ", ".join(f"{c} {n}" for c, n in report_.countries.most_common())
+    click.echo(f"countries: {countries or 'none'}")
 
 
 def _send(
