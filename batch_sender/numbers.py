@@ -366,9 +366,8 @@ class Normaliser:
         """The number's E.164 digits if valid (what is validated is what is sent), or why not."""
         msisdn = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
         if not MIN_DIGITS <= len(msisdn) <= MAX_DIGITS:
-            return _rejected(
-                f"wrong length ({len(msisdn)} digits) for a number of {_region(number)}"
-            )
+            reason = f"wrong length ({len(msisdn)} digits) for a number of {_region(number)}"
+            return Normalised(None, reason, (*rules, INVALID) if rules else (), msisdn)
         if phonenumbers.is_valid_number(number):
             return Normalised(msisdn, None, rules, msisdn)
         region = _region(number)
