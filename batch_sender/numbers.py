@@ -115,8 +115,12 @@ def _trunk_prefixes() -> frozenset[str]:
             meta = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
             if meta is not None and meta.national_prefix:
                 starts.add(f"{code}{meta.national_prefix}")
-    four = {f"{i:04d}" for i in range(10_000)}
-    return frozenset(s for s in four if s[0] == "0" or any(s.startswith(p) for p in starts))
+    starts.add("0")
+    return frozenset(
+        start + f"{i:0{4 - len(start)}d}" if len(start) < 4 else start[:4]
+        for start in starts
+        for i in range(10 ** max(0, 4 - len(start)))
+    )
 
 
 #: first four digits that keep plain digits off the fast path: a leading 0, or a trunk prefix
@@ -288,7 +292,8 @@ class Normaliser:
             digits, international = text, False
         if not digits.isdigit() or not digits.isascii():
             return _rejected("not a phone number")
-        if len(digits) > MAX_DIGITS:
+        if len(digits) > MAX_DIGITS and not (international and digits[:4] in _SLOW_STARTS):
+            # (a trunk prefix after the calling code may make it one or two digits longer)
             return _rejected(f"too long ({len(digits)} digits; at most {MAX_DIGITS})")
         if international:
             return self._international(digits, rules)
@@ -339,6 +344,8 @@ class Normaliser:
         try:
             number = phonenumbers.parse("+" + digits)
         except NumberParseException:
+            if len(digits) > MAX_DIGITS:
+                return _rejected(f"too long ({len(digits)} digits; at most {MAX_DIGITS})")
             if rules or self.strict:
                 suffix = " (--strict-numbers)" if self.strict and not rules else ""
                 return Normalised(None, f"unknown country code{suffix}", (*rules, INVALID))
@@ -346,6 +353,8 @@ class Normaliser:
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
         if e164 != digits:
             rules = (*rules, TRUNK)
+        elif len(digits) > MAX_DIGITS:
+            return _rejected(f"too long ({len(digits)} digits; at most {MAX_DIGITS})")
         if not rules:
             # plain digits under --strict-numbers (a trunk digit that phonenumbers kept)
             return self._checked(number, rules, digits) if self.strict else Normalised(digits, None)
@@ -357,9 +366,8 @@ class Normaliser:
         """The number's E.164 digits if valid (what is validated is what is sent), or why not."""
         msisdn = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
         if not MIN_DIGITS <= len(msisdn) <= MAX_DIGITS:
-            return _rejected(
-                f"wrong length ({len(msisdn)} digits) for a number of {_region(number)}"
-            )
+            reason = f"wrong length ({len(msisdn)} digits) for a number of {_region(number)}"
+            return Normalised(None, reason, (*rules, INVALID) if rules else (), msisdn)
         if phonenumbers.is_valid_number(number):
             return Normalised(msisdn, None, rules, msisdn)
         region = _region(number)
