@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from fixtures_cli import write_csv
 
-from batch_sender import retry
 from batch_sender.errors import OutcomeUnknown, ServerBusy, SessionExpired
+from batch_sender.send import policy as retry
 
 #: retry waits at 1% (0.005 s first backoff): the policy runs, the suite does not sleep
 SCALE = "BATCH_SENDER_BACKOFF_SCALE"

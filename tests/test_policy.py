@@ -8,17 +8,23 @@ import threading
 
 import pytest
 
-from batch_sender import retry
 from batch_sender.errors import (
+    InternalGatewayError,
     OutcomeUnknown,
+    ProtocolError,
     RequestRejected,
     RunStopped,
     ServerBusy,
+    SessionExpired,
+    SoapFault,
+    Throttled,
     TransportError,
 )
 from batch_sender.gateway import Receipt
-from batch_sender.ratelimit import PauseGate, RateLimiter
-from batch_sender.sender import outcomes_for
+from batch_sender.send import policy as retry
+from batch_sender.send.coordinator import outcomes_for
+from batch_sender.send.policy import Action
+from batch_sender.send.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, ChunkRecipient, SentOutcomes
 
@@ -224,3 +230,51 @@ def test_err_130_mid_list_releases_and_pauses():
     assert result.release == (2, 3, 4)
     assert result.pause_until == 1764072000.0
     assert result.stop is None
+
+
+# the one decision rule, branch by branch (DESIGN.md §3)
+@pytest.mark.parametrize(
+    ("exc", "action"),
+    [
+        (TransportError("connect refused"), Action.RETRY),
+        (ServerBusy("busy", status=503), Action.RETRY),
+        (ServerBusy("slow down", status=429), Action.RETRY),
+        (ServerBusy("error page", status=500), Action.UNKNOWN),
+        (ServerBusy("bad gateway", status=502), Action.UNKNOWN),
+        (ServerBusy("gateway timeout", status=504), Action.UNKNOWN),
+        (SoapFault("fault"), Action.RETRY),
+        (InternalGatewayError("ERR 901"), Action.RETRY),
+        (SessionExpired("ERR 003"), Action.RETRY),
+        (Throttled("ERR 130", until=123.0), Action.PAUSE),
+        (OutcomeUnknown("read timeout"), Action.UNKNOWN),
+        (ProtocolError("garbage"), Action.UNKNOWN),
+        (RequestRejected("ERR 113"), Action.FAIL),
+        (RunStopped("ERR 301"), Action.STOP),
+        (RuntimeError("a bug"), Action.UNKNOWN),
+    ],
+)
+def test_decide_maps_each_error_class_to_one_action(exc, action):
+    decision = retry.decide(exc)
+    assert decision.action is action
+    assert decision.reason
+    assert retry.is_retryable(exc) is (action is Action.RETRY)
+
+
+def test_a_pause_carries_the_second_it_ends():
+    assert retry.decide(Throttled("ERR 130", until=1764072000.0)).until == 1764072000.0
+
+
+@pytest.mark.parametrize(
+    ("code", "action"),
+    [
+        ("301", Action.STOP),
+        ("001", Action.STOP),
+        ("130", Action.PAUSE),
+        ("003", Action.RETRY),
+        ("901", Action.RETRY),
+        ("105", Action.FAIL),
+        ("114", Action.FAIL),
+    ],
+)
+def test_decide_code_reads_a_per_number_code_by_the_same_rule(code, action):
+    assert retry.decide_code(code, "until 1764072000").action is action

@@ -32,7 +32,8 @@ from fixtures_sim import TEST_CREDENTIALS
 from batch_sender import campaign, sources
 from batch_sender.config import GatewaySettings, RunSettings
 from batch_sender.gateway import GatewayClient
-from batch_sender.ratelimit import SharedRateLimiter
+from batch_sender.send import scaleout
+from batch_sender.send.ratelimit import SharedRateLimiter
 from batch_sender.simulator import Simulator
 from batch_sender.sources import Source
 from batch_sender.store import Campaign, Store
@@ -439,7 +440,7 @@ def test_a_heartbeat_keeps_a_workers_claims_leased(
         with store.engine.begin() as conn:
             conn.execute(recipients.update().values(claimed_at=a_second_ago))
         # (lease 3 s: the settler, beating at the same moment, sees a live lease either way)
-        with campaign._Heartbeat(store, client, camp.id, FOREIGN, lease=3.0):
+        with scaleout.Heartbeat(store, client, camp.id, FOREIGN, lease=3.0):
             time.sleep(1.5)  # a beat every second
         in_flight = store.in_flight(camp.id)
 

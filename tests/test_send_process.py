@@ -21,7 +21,7 @@ from test_crash import LATENCY_MS, MID_RUN, Campaign
 from test_faults import check_ledger, records, results
 
 from batch_sender import campaign as campaign_module
-from batch_sender import workers
+from batch_sender.send import pool as workers
 
 ROWS = 3000
 _CHILD = re.compile(r"sending from process (\d+)")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from test_crash import Campaign
 
-from batch_sender.sender import STOP_GRACE
+from batch_sender.send.coordinator import STOP_GRACE
 
 #: each signal, with requests sent from threads and from a sending process of their own
 pytestmark = pytest.mark.usefixtures("each_send_process")

@@ -80,7 +80,7 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
     Rows the gateway never accepted go back to 'pending' (the next run sends them); rows it
     accepted become 'sent'.
     """
-    from batch_sender import settle
+    from batch_sender.send import settle
     from batch_sender.states import Status
     from batch_sender.store import Store
 

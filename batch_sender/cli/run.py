@@ -50,7 +50,8 @@ from batch_sender.errors import (
     InputError,
     StoreError,
 )
-from batch_sender.sender import SendProgress
+from batch_sender.send import scaleout
+from batch_sender.send.coordinator import SendProgress
 
 log = logging.getLogger("batch_sender")
 
@@ -216,7 +217,7 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option(
     "--lease",
     type=click.FloatRange(min=1),
-    default=campaign.DEFAULT_LEASE,
+    default=scaleout.DEFAULT_LEASE,
     show_default=True,
     help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
 )
@@ -474,7 +475,7 @@ def _send(
     *,
     simulator: bool,
     as_json: bool,
-    lease: float = campaign.DEFAULT_LEASE,
+    lease: float = scaleout.DEFAULT_LEASE,
     controls: _Controls | None = None,
 ) -> campaign.RunResult:
     from batch_sender.prepare import Preparer

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from batch_sender.delivery import statuses
 from batch_sender.errors import GatewayError, RequestRejected, RunStopped
 from batch_sender.gateway import GatewayClient
-from batch_sender.ratelimit import RateLimiter
+from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
 
 __all__ = ["DEFAULT_RATE", "QUERY_WINDOW", "TrackStats", "track"]

@@ -1,9 +1,9 @@
 """Where a run's requests are sent from: threads of this process, or a sending process of its own.
 
-The coordinator (``sender.Sender``) hands chunks to a pool and gets a ``Future[ChunkResult]`` for
+The coordinator (``Sender``) hands chunks to a pool and gets a ``Future[ChunkResult]`` for
 each. :class:`ThreadWorkers` runs the couriers on threads of this process: every piece of Python
 shares one GIL with the coordinator's claims and records. :class:`ProcessWorkers` runs them on
-threads of a child process (``python -m batch_sender.workers``) with its own gateway client,
+threads of a child process (``python -m batch_sender.send.pool``) with its own gateway client,
 rate limiter and ERR 130 pause: on a large campaign the HTTP side and the database side then
 use a core each. The child never touches the database, so every guarantee stays with the
 coordinator: rows are claimed before their chunk is handed over and recorded when its result
@@ -38,9 +38,9 @@ from typing import IO, Any, Protocol
 
 from batch_sender import redact
 from batch_sender.config import MessageOptions
-from batch_sender.courier import ChunkResult, Courier
 from batch_sender.gateway.client import ClientSpec, GatewayClient
-from batch_sender.ratelimit import RateLimiter
+from batch_sender.send.courier import ChunkResult, Courier
+from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
 __all__ = ["CourierSpec", "ProcessWorkers", "ThreadWorkers", "Workers", "WorkerProcessError"]
@@ -55,7 +55,7 @@ SHUTDOWN_WAIT = 5.0
 #: seconds a finishing child waits for its threads' last requests before it exits
 CHILD_DRAIN_TIMEOUT = 60.0
 #: how the sending process is started (its module's ``__main__``)
-CHILD_COMMAND = (sys.executable, "-m", "batch_sender.workers")
+CHILD_COMMAND = (sys.executable, "-m", "batch_sender.send.pool")
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -382,7 +382,7 @@ def child_main() -> int:
 
 
 if __name__ == "__main__":
-    # run the module's own copy, not __main__'s: the pickled classes name batch_sender.workers
-    from batch_sender.workers import child_main as main
+    # run the module's own copy, not __main__'s: the pickled classes name batch_sender.send.pool
+    from batch_sender.send.pool import child_main as main
 
     raise SystemExit(main())

@@ -5,44 +5,41 @@ the request leaves), hands them to ``concurrency`` couriers (``courier``) that s
 gateway client, and records each chunk's outcome as it comes back. Couriers hold the sending
 policy: the account-wide rate, the ERR 130 pause that holds every courier, the retry rules of
 DESIGN.md §3. They run on threads of this process, or on threads of a sending process of their
-own (``workers``) when the run asks for it, so that the HTTP side gets a core of its own.
+own (``pool``) when the run asks for it, so that the HTTP side gets a core of its own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from batch_sender.config import MessageOptions
-from batch_sender.courier import ChunkResult, Courier, all_outcomes, outcomes_for
 from batch_sender.errors import GatewayError, OutcomeUnknown, RunStopped
 from batch_sender.gateway import GatewayClient
-from batch_sender.ratelimit import RateLimiter
-from batch_sender.states import Status
-from batch_sender.store import Chunk, Outcome, SentOutcomes, Store
-from batch_sender.workers import (
+from batch_sender.send import leases
+from batch_sender.send.courier import ChunkResult, Courier, all_outcomes, outcomes_for
+from batch_sender.send.pool import (
     CourierSpec,
     ProcessWorkers,
     ThreadWorkers,
     WorkerProcessError,
     Workers,
 )
+from batch_sender.send.ratelimit import RateLimiter
+from batch_sender.states import Status
+from batch_sender.store import Chunk, Outcome, SentOutcomes, Store
 
 __all__ = [
     "ChunkResult",
     "SendProgress",
     "SendStats",
     "Sender",
-    "is_live_worker",
     "outcomes_for",
-    "worker_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,9 +54,6 @@ POLL_INTERVAL = 0.5  # seconds the coordinator waits for a finished chunk before
 STOP_GRACE = 5.0
 
 
-_live_workers: set[str] = set()  # claimed_by of the Senders running in this process
-
-
 def new_client_message_id() -> str:
     """A unique ``climsgid`` for one request: 32 hex digits (the API allows 32 alphanumerics).
 
@@ -68,16 +62,6 @@ def new_client_message_id() -> str:
     in it (raw sqlite3, 300k recipients claimed and recorded: 13.5 → 11.7 µs each).
     """
     return f"{time.time_ns() // 1000:014x}{os.urandom(9).hex()}"
-
-
-def worker_id() -> str:
-    """Who claims rows: host, process and a per-run token (``claimed_by``)."""
-    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def is_live_worker(claimed_by: str) -> bool:
-    """Whether a Sender of this process is running under ``claimed_by`` right now."""
-    return claimed_by in _live_workers
 
 
 @dataclass(slots=True)
@@ -128,14 +112,14 @@ class Sender:
         backoff_scale: float = 1.0,
         process: CourierSpec | None = None,
     ) -> None:
-        """``process``: send from a child process built to this spec (``workers``) instead of
+        """``process``: send from a child process built to this spec (``pool``) instead of
         threads sharing ``client`` and ``limiter``; if it cannot start, threads are used."""
         self._store = store
         self._campaign_id = campaign_id
         self._chunk_size = chunk_size
         self._concurrency = concurrency
         self._stop = stop
-        self._worker = worker or worker_id()
+        self._worker = worker or leases.worker_id()
         self._progress_cb = progress
         self._process = process
         self._courier = Courier(
@@ -191,7 +175,7 @@ class Sender:
         abandoned = 0
         pool: Workers | None = None  # started at the first claim: a run may have nothing to send
         depth = QUEUE_DEPTH if self._process is None else PROCESS_QUEUE_DEPTH
-        _live_workers.add(self._worker)
+        leases.started(self._worker)
         try:
             while True:
                 room = self._concurrency * depth - len(in_flight)
@@ -241,7 +225,7 @@ class Sender:
             if pool is not None:
                 pool.shutdown()
             self.close()  # a sending process launched early for a run with nothing to send
-            _live_workers.discard(self._worker)
+            leases.stopped(self._worker)
         return SendStats(
             progress,
             stop=self._fatal,

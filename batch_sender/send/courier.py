@@ -3,9 +3,9 @@
 A :class:`Courier` holds the sending policy of DESIGN.md §3 (retries by tenacity, the account's
 rate, the ERR 130 pause that holds every courier of the process, stopping at once on news that
 stops the run) and turns the gateway's answer into recipient states (:func:`outcomes_for`). It
-never touches the database: the coordinator (``sender.Sender``) claims the chunks and records
+never touches the database: the coordinator (``coordinator.Sender``) claims the chunks and records
 the :class:`ChunkResult` each one comes back with. Couriers run on threads of the coordinator's
-process or, for large campaigns, on threads of a process of their own (``workers``).
+process or, for large campaigns, on threads of a process of their own (``pool``).
 """
 
 from __future__ import annotations
@@ -16,31 +16,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from batch_sender import retry
 from batch_sender.config import MessageOptions
 from batch_sender.errors import (
-    STOP_CODES,
     GatewayError,
-    OutcomeUnknown,
-    RequestRejected,
-    RetryableError,
     RunStopped,
     SessionExpired,
-    Throttled,
     gateway_error_for_code,
 )
 from batch_sender.gateway import GatewayClient, Message, Receipt, wire
-from batch_sender.ratelimit import PauseGate, RateLimiter
+from batch_sender.send import policy
+from batch_sender.send.policy import Action
+from batch_sender.send.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, SentOutcomes
 from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
-__all__ = ["RETRY_LATER_CODES", "ChunkResult", "Courier", "all_outcomes", "outcomes_for"]
+__all__ = ["ChunkResult", "Courier", "all_outcomes", "outcomes_for"]
 
 log = logging.getLogger(__name__)
-
-#: per-number codes that mean "not now" rather than "never": session lost, MT limit, internal error
-RETRY_LATER_CODES = frozenset({"003", "005", "130", "901"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +85,20 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
                     ),
                 )
             )
-        elif code in STOP_CODES or code in RETRY_LATER_CODES:
+        elif (
+            decision := policy.decide_code(code or "", receipt.error_description or "")
+        ).action in (
+            Action.PAUSE,
+            Action.STOP,
+            Action.RETRY,
+        ):
             # A request-level error repeated for each number, or credit running out mid-list:
             # this number was not accepted, so it goes back to pending.
             release.append(rid)
-            error = gateway_error_for_code(code, receipt.error_description or "")
-            if isinstance(error, Throttled):
-                pause_until = max(pause_until or 0.0, error.until)
-            elif isinstance(error, RunStopped) and stop is None:
-                stop = error
+            if decision.action is Action.PAUSE:
+                pause_until = max(pause_until or 0.0, decision.until or 0.0)
+            elif decision.action is Action.STOP and stop is None:
+                stop = gateway_error_for_code(code or "", receipt.error_description or "")
         else:
             outcomes.append(
                 Outcome(
@@ -193,7 +191,7 @@ class Courier:
             if self.stop.is_set():
                 return ChunkResult(release=released, requests=requests)
             try:
-                for attempt in retry.policy(
+                for attempt in policy.policy(
                     max_attempts=self._max_attempts,
                     stop_event=self.stop,
                     sleep=self._sleep,
@@ -208,37 +206,45 @@ class Courier:
                         receipts = self.client.sendmsg(
                             numbers, message, climsgid=chunk.client_message_id
                         )
-            except Throttled as exc:
-                wait_s = exc.until - time.time()
-                if wait_s > self._max_wait:
-                    stop = RunStopped(
-                        f"{exc}; that is {wait_s:.0f}s away, past --max-wait {self._max_wait:.0f}s",
-                        code=exc.code,
-                        description=exc.description,
-                    )
-                    return ChunkResult(release=released, stop=stop, requests=requests)
-                log.warning("gateway MT limit reached: pausing every worker for %.1fs", wait_s)
-                self._gate.pause_until(exc.until)
-                continue
-            except RetryableError as exc:
-                if not retry.is_retryable(exc):  # a bare HTTP 500: it may have been accepted
-                    return self._unknown(chunk, exc, requests)
-                if self.stop.is_set():
-                    return ChunkResult(release=released, requests=requests)
-                stop = RunStopped(
-                    f"gateway unavailable after {requests} attempts: {exc}",
-                    code=exc.code,
-                    description=exc.description,
-                )
-                return ChunkResult(release=released, stop=stop, requests=requests)
-            except OutcomeUnknown as exc:
-                return self._unknown(chunk, exc, requests)
-            except RequestRejected as exc:
-                return ChunkResult(all_outcomes(chunk, Status.FAILED, exc), requests=requests)
-            except (RunStopped, SessionExpired) as exc:
-                if isinstance(exc, SessionExpired) and self.stop.is_set():
-                    return ChunkResult(release=released, requests=requests)
-                return ChunkResult(release=released, stop=exc, requests=requests)
+            except GatewayError as exc:
+                decision = policy.decide(exc)
+                match decision.action:
+                    case Action.PAUSE:
+                        until = decision.until or 0.0
+                        wait_s = until - time.time()
+                        if wait_s > self._max_wait:
+                            stop = RunStopped(
+                                f"{exc}; that is {wait_s:.0f}s away, "
+                                f"past --max-wait {self._max_wait:.0f}s",
+                                code=exc.code,
+                                description=exc.description,
+                            )
+                            return ChunkResult(release=released, stop=stop, requests=requests)
+                        log.warning(
+                            "gateway MT limit reached: pausing every worker for %.1fs", wait_s
+                        )
+                        self._gate.pause_until(until)
+                        continue
+                    case Action.UNKNOWN:
+                        return self._unknown(chunk, exc, requests)
+                    case Action.FAIL:
+                        return ChunkResult(
+                            all_outcomes(chunk, Status.FAILED, exc), requests=requests
+                        )
+                    case Action.RETRY if not isinstance(exc, SessionExpired):
+                        # the attempts ran out; nothing was taken, so the rows go back
+                        if self.stop.is_set():
+                            return ChunkResult(release=released, requests=requests)
+                        stop = RunStopped(
+                            f"gateway unavailable after {requests} attempts: {exc}",
+                            code=exc.code,
+                            description=exc.description,
+                        )
+                        return ChunkResult(release=released, stop=stop, requests=requests)
+                    case _:  # STOP, or a session that keeps expiring: the run stops
+                        if isinstance(exc, SessionExpired) and self.stop.is_set():
+                            return ChunkResult(release=released, requests=requests)
+                        return ChunkResult(release=released, stop=exc, requests=requests)
             result = outcomes_for(chunk, receipts)
             if result.pause_until is not None:
                 self._gate.pause_until(result.pause_until)

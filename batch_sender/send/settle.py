@@ -18,22 +18,21 @@ a ``kill -9`` has been handled (or dropped) by the gateway by the time we ask.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from batch_sender import retry, sender
 from batch_sender.errors import GatewayError, RequestRejected, RunStopped
 from batch_sender.gateway import GatewayClient, wire
 from batch_sender.gateway import Status as GatewayStatus
+from batch_sender.send import policy
+from batch_sender.send.leases import is_orphan
 from batch_sender.states import Status
 from batch_sender.store import Outcome, Store
 
-__all__ = ["SettleStats", "is_orphan", "settle"]
+__all__ = ["SettleStats", "settle"]
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +48,6 @@ class SettleStats:
     sent: int = 0  # rows the gateway had accepted
     requeued: int = 0  # rows it never saw: back to pending
     unknown: int = 0  # rows still unknown
-
-
-def is_orphan(claimed_by: str | None, claimed_at: datetime | None, *, lease: float) -> bool:
-    """Whether a `sending` row's claimer is gone: a dead process on this host, a finished run of
-    this process, or a lapsed lease."""
-    host, _, rest = (claimed_by or "").partition(":")
-    pid = rest.partition(":")[0]
-    if host == socket.gethostname()[:30] and pid.isdigit():
-        if int(pid) == os.getpid():
-            return not sender.is_live_worker(claimed_by or "")
-        return not _alive(int(pid))
-    if claimed_at is None:
-        return True
-    if claimed_at.tzinfo is None:
-        claimed_at = claimed_at.replace(tzinfo=UTC)
-    return datetime.now(UTC) - claimed_at > timedelta(seconds=lease)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def settle(
@@ -157,7 +128,7 @@ def _recent(claimed_at: datetime | None) -> bool:
 
 def _querymsg(client: GatewayClient, climsgid: str) -> GatewayStatus:
     """``querymsg`` by client message ID, retried like a send when it provably did not happen."""
-    for attempt in retry.policy(max_attempts=QUERY_ATTEMPTS, stop_event=threading.Event()):
+    for attempt in policy.policy(max_attempts=QUERY_ATTEMPTS, stop_event=threading.Event()):
         with attempt:
             return client.querymsg(climsgid=climsgid)
     raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover

@@ -1,4 +1,8 @@
-"""What is retried, how often and how long to wait: DESIGN.md §3 as tenacity objects.
+"""What each failure means, and how retries wait: DESIGN.md §3 in one place.
+
+:func:`decide` is the one rule: every error of a request (and every per-number error code of an
+answer, through :func:`decide_code`) maps to one :class:`Action`, with the reason. The courier
+acts on it; tenacity retries exactly what it calls ``RETRY``.
 
 Only a :class:`~batch_sender.errors.RetryableError` is retried, and only when the request provably
 did not take effect: it never left (connect error, connect/pool timeout), or the gateway said so
@@ -16,15 +20,36 @@ says "not processed, come back later"; a SOAP Fault and ERR 901 are the gateway'
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import tenacity
 from tenacity import RetryCallState
 
-from batch_sender.errors import RetryableError, ServerBusy, SessionExpired
+from batch_sender.errors import (
+    OutcomeUnknown,
+    RequestRejected,
+    RetryableError,
+    RunStopped,
+    ServerBusy,
+    SessionExpired,
+    Throttled,
+    gateway_error_for_code,
+)
 
-__all__ = ["INITIAL_BACKOFF", "JITTER", "MAX_BACKOFF", "is_retryable", "policy"]
+__all__ = [
+    "INITIAL_BACKOFF",
+    "JITTER",
+    "MAX_BACKOFF",
+    "Action",
+    "Decision",
+    "decide",
+    "decide_code",
+    "is_retryable",
+    "policy",
+]
 
 INITIAL_BACKOFF = 0.5  # seconds before the first retry
 MAX_BACKOFF = 30.0  # seconds: the cap of one wait
@@ -40,15 +65,70 @@ MAX_RETRY_AFTER = 300.0  # seconds: a longer Retry-After is capped
 RETRYABLE_HTTP = frozenset({429, 503})
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Whether sending the request again is safe: it provably did not take effect.
+class Action(enum.Enum):
+    """What to do with a request's rows after an error."""
 
-    ``SessionExpired`` reaches the policy only when the session ended again right after the
-    client's own re-authentication; the gateway refused the request, so another try is safe.
+    #: provably not taken (never left, or the gateway said "not processed"): send again
+    RETRY = "retry"
+    #: ERR 130, not taken: every courier waits until ``Decision.until``, then sends again
+    PAUSE = "pause"
+    #: may have been taken: the rows become ``unknown`` and querymsg settles them; never resent
+    UNKNOWN = "unknown"
+    #: refused for every number of the request: the rows are ``failed`` with the code
+    FAIL = "fail"
+    #: nothing more can be sent (auth, account, credit): the rows go back to pending, run stops
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str
+    until: float | None = None  # PAUSE: the epoch second sending may resume
+
+
+def decide(exc: BaseException) -> Decision:
+    """The one rule: what an error of one request means for its rows (DESIGN.md §3).
+
+    Only what provably never reached the gateway, or what the gateway itself said it did not
+    process, is ``RETRY``. Everything that may have been accepted is ``UNKNOWN``. A ``RETRY``
+    whose attempts ran out becomes a stop of the run (the rows were not taken: pending again).
     """
-    if isinstance(exc, ServerBusy):
-        return exc.status in RETRYABLE_HTTP
-    return isinstance(exc, RetryableError | SessionExpired)
+    match exc:
+        case Throttled():
+            return Decision(Action.PAUSE, "ERR 130: MT limit reached, not taken", until=exc.until)
+        case ServerBusy(status=status) if status in RETRYABLE_HTTP:
+            return Decision(Action.RETRY, f"HTTP {status}: the server did not process it")
+        case ServerBusy(status=status):
+            # 500, 502, 504: a server or proxy failed while handling it, perhaps after acceptance
+            return Decision(Action.UNKNOWN, f"HTTP {status}: the gateway may have accepted it")
+        case SessionExpired():
+            # reaches the policy only when the session ended again right after the client's own
+            # re-authentication: the gateway refused the request, so another try is safe
+            return Decision(Action.RETRY, "session expired again after re-authentication")
+        case RetryableError():
+            # connect error, connect/pool timeout (never left), SOAP Fault, ERR 901 "retry"
+            return Decision(Action.RETRY, "not taken: never left, or the gateway said retry")
+        case OutcomeUnknown():
+            # read timeout, connection lost after sending, an answer we cannot read
+            return Decision(Action.UNKNOWN, "the request left and its answer was lost")
+        case RequestRejected():
+            return Decision(Action.FAIL, "refused by the gateway for every number")
+        case RunStopped():
+            return Decision(Action.STOP, "nothing more can be sent in this run")
+        case _:
+            return Decision(Action.UNKNOWN, f"unexpected error: {type(exc).__name__}")
+
+
+def decide_code(code: str, description: str = "") -> Decision:
+    """What a per-number error code in an answer means for that number (same rule as
+    :func:`decide`: the code is read as if the whole request had failed with it)."""
+    return decide(gateway_error_for_code(code, description))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether sending the request again is safe: it provably did not take effect."""
+    return decide(exc).action is Action.RETRY
 
 
 class wait_retry_after(tenacity.wait.wait_base):  # noqa: N801 (tenacity's naming)
