@@ -24,7 +24,7 @@ from batch_sender.store import (
     StagedRow,
     Store,
 )
-from batch_sender.store import queries as store_queries
+from batch_sender.store import queue as store_queue
 from batch_sender.store.engine import SQLITE_BULK_CACHE_KIB, begin_write
 from batch_sender.store.records import PackedRecipients, SentOutcomes
 from batch_sender.store.tables import messages, recipients
@@ -629,7 +629,7 @@ def test_a_lost_deadlock_is_recognised_as_safe_to_claim_again() -> None:
     import pymysql.err
     from sqlalchemy.exc import OperationalError
 
-    from batch_sender.store.queries import _deadlocked
+    from batch_sender.store.base import _deadlocked
 
     def wrapped(orig: BaseException) -> OperationalError:
         return OperationalError("UPDATE recipients ...", {}, orig)
@@ -707,8 +707,8 @@ def test_sqlite_without_json_update_claims_and_records_row_by_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An SQLite older than 3.38 (no ``->>``) takes the executemany path: same results."""
-    monkeypatch.setattr(store_queries, "_SQLITE_JSON_UPDATE", (99, 0, 0))
-    monkeypatch.setattr(store_queries._ClaimSql, "_cache", {})
+    monkeypatch.setattr(store_queue, "_SQLITE_JSON_UPDATE", (99, 0, 0))
+    monkeypatch.setattr(store_queue._ClaimSql, "_cache", {})
     with Store.open(f"sqlite:///{tmp_path / 'old.db'}") as old:
         campaign = stage(old, numbers(5, payloads=2))
         first = old.claim_chunk(campaign.id, size=10, client_message_id="c1", worker="w")
@@ -726,7 +726,7 @@ def test_sqlite_without_json_update_claims_and_records_row_by_row(
             "sending",
         ]
         assert (rows[1]["api_message_id"], rows[5]["client_message_id"]) == ("a" * 32, "c1")
-    assert store_queries._ClaimSql._cache["sqlite+pysqlite"].claim_packed is None
+    assert store_queue._ClaimSql._cache["sqlite+pysqlite"].claim_packed is None
 
 
 def test_sqlite_claims_by_text_statement_and_by_core_query_hand_out_the_same_chunks(

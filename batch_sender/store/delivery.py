@@ -46,7 +46,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from batch_sender.delivery import cost, statuses
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store.queries import Store
+from batch_sender.store.facade import Store
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
     CHARGE,

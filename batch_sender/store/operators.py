@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store.queries import Store
+from batch_sender.store.facade import Store
 from batch_sender.store.tables import (
     MSISDN_LENGTH,
     UTCDateTime,
