@@ -49,7 +49,7 @@ from batch_sender.send.scaleout import (
     settle_orphans,
 )
 from batch_sender.sources import Source
-from batch_sender.states import Status
+from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import Campaign, Census, Store
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
@@ -57,12 +57,6 @@ from batch_sender.store.delivery import DeliveryStore
 __all__ = ["RunResult", "dry_run", "fingerprint", "open_client", "run"]
 
 log = logging.getLogger(__name__)
-
-#: campaign.status values
-STATUS_FINISHED = "finished"
-STATUS_STOPPED = "stopped"
-STATUS_INTERRUPTED = "interrupted"
-STATUS_RUNNING = "running"
 
 
 T = TypeVar("T")
@@ -270,9 +264,9 @@ def run(
                 tally=tally.result() if tally is not None else None,
             )
         except cost.InsufficientCredit as exc:
-            store.set_status(campaign.id, STATUS_STOPPED)
+            store.set_status(campaign.id, CampaignStatus.STOPPED)
             return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
-        store.set_status(campaign.id, STATUS_RUNNING)
+        store.set_status(campaign.id, CampaignStatus.RUNNING)
         with Heartbeat(store, client, campaign.id, worker, lease=lease):
             stats = sender.run()
             stats, census = finish(
@@ -286,11 +280,11 @@ def run(
                 finish_wait=2 * lease + FINISH_MARGIN if finish_wait is None else finish_wait,
             )
         if stats.stop is not None:
-            status = STATUS_STOPPED
+            status = CampaignStatus.STOPPED
         elif stats.interrupted:
-            status = STATUS_INTERRUPTED
+            status = CampaignStatus.INTERRUPTED
         else:
-            status = STATUS_FINISHED
+            status = CampaignStatus.FINISHED
         store.set_status(campaign.id, status)
         return _result(
             store,

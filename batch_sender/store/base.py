@@ -98,8 +98,6 @@ def _campaign(row: Row[Any]) -> Campaign:
     )
 
 
-_ENDED = frozenset({"finished", "stopped", "interrupted"})
-
 _SETTLEABLE = (Status.SENDING.value, Status.UNKNOWN.value)
 
 _ID_BATCH = 1000  # ids per "WHERE id IN (…)"

@@ -17,8 +17,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from batch_sender.errors import StoreError
+from batch_sender.states import ENDED, CampaignStatus
 from batch_sender.store import engine as engines
-from batch_sender.store.base import _ENDED, StoreBase, _campaign, _now
+from batch_sender.store.base import StoreBase, _campaign, _now
 from batch_sender.store.records import (
     Campaign,
 )
@@ -55,10 +56,10 @@ class CampaignsMixin(StoreBase):
             raise ValueError(f"unknown campaign status {status!r}")
         now = literal(_now(), UTCDateTime())
         values: dict[str, Any] = {"status": status}
-        if status == "running":
+        if status == CampaignStatus.RUNNING:
             values["started_at"] = func.coalesce(campaigns.c.started_at, now)
             values["finished_at"] = None
-        elif status in _ENDED:
+        elif status in ENDED:
             values["finished_at"] = now
         with (
             engines.store_errors("updating a campaign", self._url),
@@ -90,7 +91,7 @@ class CampaignsMixin(StoreBase):
                     source=source,
                     fingerprint=fingerprint,
                     options=json.dumps(options, sort_keys=True, default=str),
-                    status="staging",
+                    status=CampaignStatus.STAGING,
                     total=0,
                     created_at=_now(),
                 )

@@ -12,6 +12,7 @@ SQLAlchemy error leaves as ``StoreError``.
 from __future__ import annotations
 
 from batch_sender.store.campaigns import CampaignsMixin
+from batch_sender.store.outcomes import OutcomesMixin
 from batch_sender.store.queue import QueueMixin
 from batch_sender.store.reading import ReadingMixin
 from batch_sender.store.shared import SharedMixin
@@ -20,9 +21,10 @@ from batch_sender.store.staging import StagingMixin
 __all__ = ["Store"]
 
 
-class Store(StagingMixin, CampaignsMixin, QueueMixin, SharedMixin, ReadingMixin):
+class Store(StagingMixin, CampaignsMixin, QueueMixin, OutcomesMixin, SharedMixin, ReadingMixin):
     """The results database: open it with ``Store.open(url)``, close it (or use ``with``).
 
     One facade over modules of one concern each: ``base`` (lifecycle), ``campaigns``,
-    ``staging``, ``queue`` (claim, record, release, leases), ``shared`` (rate, locks), ``reading``.
+    ``staging``, ``queue`` (claims, leases), ``outcomes`` (record, release), ``shared`` (the
+    account's rate, named locks), ``reading``.
     """

@@ -36,7 +36,7 @@ class Campaign:
     source: str  # file path or a description of the SQL query
     fingerprint: str  # identity of source + text + options, computed by the caller
     options: dict[str, object]
-    status: str  # one of tables.CAMPAIGN_STATUSES
+    status: str  # a states.CampaignStatus value
     total: int  # rows staged, whatever their state
     created_at: datetime  # all times are timezone-aware UTC
     started_at: datetime | None

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from batch_sender.errors import StoreError
-from batch_sender.states import Status
+from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import engine as engines
 from batch_sender.store.base import _ID_BATCH, _now, _r
 from batch_sender.store.campaigns import CampaignsMixin, _NameTaken
@@ -168,7 +168,7 @@ class StagingMixin(CampaignsMixin):
                 conn.execute(
                     update(campaigns)
                     .where(campaigns.c.id == campaign_id)
-                    .values(status="ready", total=total)
+                    .values(status=CampaignStatus.READY, total=total)
                 )
         except _NameTaken:
             winner = self.campaign(name)
