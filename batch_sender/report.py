@@ -19,8 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
-from batch_sender.delivery import statuses
 from batch_sender.errors import InputError
+from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.states import Status
 from batch_sender.store import Campaign, Store
 from batch_sender.store.delivery import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, overload
 
@@ -19,7 +19,9 @@ __all__ = [
     "ChunkRecipient",
     "InFlight",
     "Outcome",
+    "PREFIX_DIGITS",
     "PackedRecipients",
+    "PrefixTally",
     "SentOutcomes",
     "StagedRow",
     "StagedTuple",
@@ -245,3 +247,26 @@ class InFlight:
     claimed_by: str | None
     claimed_at: datetime | None
     recipients: tuple[ChunkRecipient, ...]
+
+
+PREFIX_DIGITS = 5  # digits of a number that select its route and price (country + network)
+
+
+@dataclass(slots=True)
+class PrefixTally:
+    """Message parts per number prefix, with one real number of each prefix to ask about.
+
+    Fill it while preparing recipients (``add(msisdn, parts)``); memory grows with the number of
+    distinct prefixes, not of recipients.
+    """
+
+    digits: int = PREFIX_DIGITS
+    parts: dict[str, int] = field(default_factory=dict)
+    recipients: dict[str, int] = field(default_factory=dict)
+    sample: dict[str, str] = field(default_factory=dict)
+
+    def add(self, msisdn: str, parts: int) -> None:
+        prefix = msisdn[: self.digits]
+        self.parts[prefix] = self.parts.get(prefix, 0) + parts
+        self.recipients[prefix] = self.recipients.get(prefix, 0) + 1
+        self.sample.setdefault(prefix, msisdn)

@@ -26,7 +26,7 @@ import pytest
 from fixtures_cli import write_csv
 from sqlalchemy import select, text, update
 
-from batch_sender.delivery import cost, statuses
+from batch_sender.delivery import cost
 from batch_sender.delivery.callbacks import (
     MAX_BODY,
     BadCallback,
@@ -36,6 +36,7 @@ from batch_sender.delivery.callbacks import (
 )
 from batch_sender.errors import RunStopped
 from batch_sender.gateway import Credentials, GatewayClient
+from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.simulator import Simulator
 from batch_sender.states import Status
 from batch_sender.store import Campaign, Outcome, StagedRow, Store, migrate

@@ -20,7 +20,7 @@ from batch_sender.sources import Source, SourceRow, open_csv, open_sql
 from batch_sender.sources.csvfile import MAX_FIELD_CHARS
 from batch_sender.sources.sql import SQL_BATCH_ROWS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data"
 
 

@@ -15,7 +15,7 @@ from batch_sender.gateway import wire
 from batch_sender.gateway.client import Message, message_params
 from batch_sender.gateway.wire import MessageCharge, Receipt, Status
 
-WSDL = Path(__file__).resolve().parent.parent / "batch_sender" / "simulator" / "clickatell.wsdl"
+WSDL = Path(__file__).resolve().parents[2] / "batch_sender" / "simulator" / "clickatell.wsdl"
 XSD = "http://www.w3.org/2001/XMLSchema"
 ENV = wire.ENVELOPE_NS
 DOC_AUTH = {"api_id": "123456", "user": "MyUserName", "password": "MyPassword"}
