@@ -6,12 +6,12 @@ for, the stage of each error, a campaign waiting for its send window)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import lxml.html
-
 from fixtures_cli import write_csv
 
 TEXT = "Hi {name}, order {order} is on its way."
@@ -30,7 +30,7 @@ def _table(page: Path, table_id: str) -> list[list[str]]:
     ]
 
 
-def _campaign(tmp_path: Path, n: int = 6, extra: list[tuple[str, str, str]] = ()) -> Path:  # type: ignore[assignment]
+def _campaign(tmp_path: Path, n: int = 6, extra: Sequence[tuple[str, str, str]] = ()) -> Path:
     rows = [(f"2782100{i:04d}", f"Name {i}", f"A-{i}") for i in range(1, n + 1)]
     return write_csv(tmp_path / "c.csv", [*rows, *extra], header=("to", "name", "order"))
 
