@@ -50,22 +50,31 @@ class ReadingMixin(StoreBase):
         return Census(
             counts={status: found.get(status, (0, 0))[0] for status in Status},
             parts=sum(parts for status, (_, parts) in found.items() if status not in STAGED_ONLY),
+            part_counts={
+                status: parts
+                for status, (_, parts) in found.items()
+                if parts and status not in STAGED_ONLY
+            },
         )
 
-    def error_counts(self, campaign_id: int) -> list[tuple[str | None, str | None, int]]:
-        """(code, description, recipients) of failed and rejected rows, most common first."""
+    def error_counts(self, campaign_id: int) -> list[tuple[Status, str | None, str | None, int]]:
+        """(state, code, description, recipients) of failed and rejected rows, most common
+        first: ``rejected`` rows were refused at staging, ``failed`` ones by the gateway."""
         count = func.count().label("n")
         stmt = (
-            select(_r.error_code, _r.error_description, count)
+            select(_r.status, _r.error_code, _r.error_description, count)
             .where(
                 _r.campaign_id == campaign_id,
                 _r.status.in_([Status.FAILED.value, Status.REJECTED.value]),
             )
-            .group_by(_r.error_code, _r.error_description)
+            .group_by(_r.status, _r.error_code, _r.error_description)
             .order_by(count.desc(), _r.error_code)
         )
         with engines.store_errors("counting errors", self._url), self._engine.connect() as c:
-            return [(code, description, int(n)) for code, description, n in c.execute(stmt)]
+            return [
+                (Status(status), code, description, int(n))
+                for status, code, description, n in c.execute(stmt)
+            ]
 
     def results(self, campaign_id: int) -> Iterator[dict[str, object]]:
         """The ``results`` view for one campaign in source order, streamed (flat memory)."""

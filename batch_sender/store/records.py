@@ -52,6 +52,23 @@ class Census:
 
     counts: dict[Status, int]
     parts: int
+    #: message parts (credits at one per part) per state, zeros left out
+    part_counts: dict[Status, int] = field(default_factory=dict)
+
+    @property
+    def credits_spent(self) -> int:
+        """Parts the gateway accepted (``sent``): what the campaign has cost so far."""
+        return self.part_counts.get(Status.SENT, 0)
+
+    @property
+    def credits_to_spend(self) -> int:
+        """Parts still to send (``pending``, and ``sending``: claimed, not yet answered)."""
+        return self.part_counts.get(Status.PENDING, 0) + self.part_counts.get(Status.SENDING, 0)
+
+    @property
+    def credits_unknown(self) -> int:
+        """Parts of ``unknown`` rows: sent, the answer lost; the gateway may have charged them."""
+        return self.part_counts.get(Status.UNKNOWN, 0)
 
 
 @dataclass(frozen=True, slots=True)

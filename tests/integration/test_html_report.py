@@ -73,7 +73,8 @@ def check_numbers(doc: Any) -> None:
         "unknown": "1",
         "delivery-rate": "0.500000",
         "cost": "3.5000",
-        "parts": "7",
+        "credits-spent": "6",  # the 6 sent; the failed row's part was refused, never charged
+        "credits-to-spend": "0",
     }
     assert doc.get_element_by_id("delivered").text_content() == "3"
     assert table_rows(doc, "states") == [["sent", "6"], ["failed", "1"]]

@@ -43,8 +43,8 @@ def test_the_dry_run_reports_each_interpretation_and_the_countries(bs, tmp_path)
     assert report["rejected"] == 4
     reasons = report["rejection_reasons"]
     assert reasons[SCIENTIFIC_REASON] == 1
-    assert reasons["not a valid number of ZA (read as a national number: 277700900124)"] == 1
-    assert reasons["not a valid number of DE (read as a national number: 49115123456789)"] == 1
+    assert reasons["not a valid number of ZA (read as a national number)"] == 1
+    assert reasons["not a valid number of DE (read as a national number)"] == 1
     assert reasons["unknown country 'XX' in column 'cc'"] == 1
     interpreted = report["numbers_interpreted"]
     assert interpreted["national"]["count"] == 5

@@ -87,8 +87,14 @@ def test_a_campaign_without_receipts_has_no_timeline_or_delivery_section(store: 
     assert DeliveryStore(store).timeline(campaign.id) == []
     built = report.build(store, "c")
     assert not built.has_delivery
-    assert "delivery" not in report.render_table(built)
-    assert built.as_dict()["delivery"]["unknown"] == 2  # type: ignore[index]
+    table = report.render_table(built)
+    assert "delivery of" not in table
+    assert "delivery: no delivery receipts requested" in table  # not "unknown 2" and a 0.0% rate
+    assert built.as_dict()["delivery"] == {
+        "receipts_requested": False,
+        "accepted": 2,
+        "note": "no delivery receipts requested",
+    }
 
 
 def test_the_report_shows_rate_cost_error_codes_and_slowest(store: Store) -> None:

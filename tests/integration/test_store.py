@@ -505,8 +505,8 @@ def test_error_counts_tally_failures_and_rejections_most_common_first(store: Sto
     store.record([Outcome(chunk.recipients[0].id, Status.FAILED, None, "114", "Cannot route")])
 
     assert store.error_counts(campaign.id) == [
-        ("NUM", "not a phone number", 2),
-        ("114", "Cannot route", 1),
+        (Status.REJECTED, "NUM", "not a phone number", 2),
+        (Status.FAILED, "114", "Cannot route", 1),
     ]
 
 

@@ -191,32 +191,32 @@ def test_issue_17_numbers_go_where_the_operator_meant(
             "07700 900124",
             "ZA",
             False,
-            "not a valid number of ZA (read as a national number: 277700900124)",
+            "not a valid number of ZA (read as a national number)",
         ),
         # DE national 115…: read as German (a possible length), not valid there
         (
             "115123456789",
             "DE",
             True,
-            "not a valid number of DE (read as a national number: 49115123456789)",
+            "not a valid number of DE (read as a national number)",
         ),
         (
             "115123456789",
             "DE",
             False,
-            "not a valid number of DE (read as a national number: 49115123456789)",
+            "not a valid number of DE (read as a national number)",
         ),
         (
             "(201) 555-0195",
             "ZA",
             False,
-            "not a valid number of ZA (read as a national number: 272015550195)",
+            "not a valid number of ZA (read as a national number)",
         ),  # fmt: skip
         (
             "+27 (0)99 900 0001",
             None,
             False,
-            "not a valid number of ZA (after dropping the trunk prefix: 27999000001)",
+            "not a valid number of ZA (after dropping the trunk prefix)",
         ),  # fmt: skip
         ("+49 0 800 1234567890 1", None, False, "wrong length (16 digits) for a number of DE"),
     ],
