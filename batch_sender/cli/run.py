@@ -37,11 +37,13 @@ from batch_sender.config import (
     DEFAULT_MAX_WAIT,
     MAX_CHUNK_SIZE,
     PARAM_NAMES,
+    PARAM_RULES,
     SEND_PROCESS_MIN_ROWS,
     SEND_PROCESS_MODES,
     GatewaySettings,
     MessageOptions,
     RunSettings,
+    check_param,
 )
 from batch_sender.errors import (
     EXIT_GATEWAY_STOP,
@@ -86,12 +88,10 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or key not in PARAM_NAMES:
-            raise click.BadParameter(
-                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(PARAM_NAMES))}",
-                param_hint="--param",
-            )
-        out.append((key, value))
+        why = "expected KEY=VALUE" if not sep else check_param(key, value)
+        if why is not None:
+            raise click.BadParameter(f"{item!r}: {why}", param_hint="--param")
+        out.append((key, value.strip()))
     return tuple(out)
 
 
@@ -136,7 +136,9 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help=f"Another sendmsg parameter ({', '.join(sorted(PARAM_NAMES))}). Repeatable.",
+    help="Another sendmsg parameter, checked before anything is staged: "
+    + "; ".join(f"{k} ({PARAM_RULES[k][2]})" for k in sorted(PARAM_NAMES))
+    + ". Repeatable.",
 )
 @click.option("--country", help="Default region for national-format numbers (ISO code, e.g. ZA).")
 @click.option(
