@@ -72,13 +72,44 @@ def report(name: str | None, fmt: str, output: Any, html_file: Path | None, db_u
 @click.command()
 @click.argument("name")
 @click.option("--resend-unknown", is_flag=True, hidden=True)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a run's claims stay its own without a heartbeat (as `run --lease`): rows "
+    "claimed by a run that is alive, or whose lease has not lapsed, are left to it.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Settle 'sending' rows even if their run still holds them. Only when you know that no "
+    "run of this campaign is alive anywhere (it would send them anyway: twice).",
+)
+@click.option(
+    "--max-processing",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds the gateway may hold a request before accepting it: 'never seen' (ERR 104) "
+    "sends rows back to pending only this long after their request can have left (waited for).",
+)
 @gateway_url_option
 @db_option
-def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) -> None:
+def reconcile(
+    name: str,
+    resend_unknown: bool,
+    lease: float,
+    force: bool,
+    max_processing: float,
+    gateway_url: str,
+    db_url: str,
+) -> None:
     """Settle 'sending' and 'unknown' recipients of a campaign by asking the gateway (querymsg).
 
-    Rows the gateway never accepted go back to 'pending' (the next run sends them); rows it
-    accepted become 'sent'.
+    Rows the gateway never accepted go back to 'pending' (the next run sends them), once their
+    request can no longer land (--max-processing); a one-number request it accepted becomes
+    'sent'. Rows a live run holds are left alone unless --force.
     """
     from batch_sender.send import settle
     from batch_sender.states import Status
@@ -90,11 +121,19 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
             raise InputError(f"no campaign named {name!r}")
         with campaign.open_client(gateway_settings(gateway_url), max_connections=1) as client:
             stats = settle.settle(
-                store, client, camp.id, statuses=(Status.SENDING, Status.UNKNOWN), lease=0.0
+                store,
+                client,
+                camp.id,
+                statuses=(Status.SENDING, Status.UNKNOWN),
+                lease=lease,
+                force=force,
+                max_processing=max_processing,
             )
+        held = store.census(camp.id).counts[Status.SENDING]
         click.echo(
             f"asked about {stats.requests} requests: {stats.sent} sent, "
             f"{stats.requeued} back to pending, {stats.unknown} still unknown"
+            + (f"; {held} rows still held by a live run (--force to settle them)" if held else "")
         )
 
 

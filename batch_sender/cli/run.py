@@ -52,7 +52,7 @@ from batch_sender.errors import (
     InputError,
     StoreError,
 )
-from batch_sender.send import scaleout
+from batch_sender.send import scaleout, settle
 from batch_sender.send.coordinator import SendProgress
 
 log = logging.getLogger("batch_sender")
@@ -224,6 +224,15 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
 )
 @click.option(
+    "--max-processing",
+    type=click.FloatRange(min=0),
+    default=settle.DEFAULT_MAX_PROCESSING,
+    show_default=True,
+    help="Seconds the gateway may hold a request before accepting it. Settling an earlier "
+    "run's requests trusts 'never seen' (ERR 104) only once this long (or --read-timeout, if "
+    "longer) has passed since they can have left, and waits for it.",
+)
+@click.option(
     "--resend-unknown",
     is_flag=True,
     help="Send 'unknown' recipients again (they may get the message twice).",
@@ -317,6 +326,7 @@ def run(
     dry_run: bool,
     as_json: bool,
     lease: float,
+    max_processing: float,
     resend_unknown: bool,
     allow_partial: bool,
     window: str | None,
@@ -399,6 +409,7 @@ def run(
                     as_json=as_json,
                     lease=lease,
                     controls=controls,
+                    max_processing=max(max_processing, read_timeout),
                 )
         code = EXIT_OK_CODE if result is None else result.exit_code
     except click.ClickException as exc:
@@ -479,6 +490,7 @@ def _send(
     as_json: bool,
     lease: float = scaleout.DEFAULT_LEASE,
     controls: _Controls | None = None,
+    max_processing: float = settle.DEFAULT_MAX_PROCESSING,
 ) -> campaign.RunResult:
     from batch_sender.prepare import Preparer
     from batch_sender.store import Store
@@ -517,6 +529,7 @@ def _send(
             progress=display.update,
             on_staged=display.staged,
             lease=lease,
+            max_processing=max_processing,
         )
         display.close()
         if as_json:
