@@ -48,6 +48,7 @@ from batch_sender.send.scaleout import (
     finish,
     settle_orphans,
 )
+from batch_sender.send.settle import DEFAULT_MAX_PROCESSING
 from batch_sender.sources import Source
 from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import Campaign, Census, Store
@@ -199,6 +200,7 @@ def run(
     lease: float = DEFAULT_LEASE,
     shared_rate: bool | None = None,
     finish_wait: float | None = None,
+    max_processing: float = DEFAULT_MAX_PROCESSING,
 ) -> RunResult:
     """Run one campaign to its end (or until stopped) and return its counts.
 
@@ -208,7 +210,9 @@ def run(
     its own without a heartbeat (it renews them every ``lease / 3``); ``shared_rate`` keeps
     ``settings.rate`` through the database (default: when the store is PostgreSQL or MariaDB);
     ``finish_wait`` bounds (s, default ``2 × lease + 30``) how long the end of the run waits for
-    other workers' in-flight rows when nothing changes.
+    other workers' in-flight rows when nothing changes. ``max_processing`` (s) is how long the
+    gateway may hold a request before accepting it: ERR 104 is trusted only that long after a
+    request can have left (``settle``).
     """
     stop = stop or threading.Event()
     try:
@@ -249,10 +253,17 @@ def run(
         tally = _in_background(DeliveryStore(store).pending_tally, campaign.id) if staged else None
         if on_staged is not None:
             on_staged(campaign, _counts(store, campaign.id))
-        settle_orphans(store, client, campaign.id, lease)
+        settle_orphans(store, client, campaign.id, lease, max_processing=max_processing)
         if settings.resend_unknown:
             # ask first: an unknown row the gateway did accept must not be sent again
-            settle_orphans(store, client, campaign.id, lease, statuses=(Status.UNKNOWN,))
+            settle_orphans(
+                store,
+                client,
+                campaign.id,
+                lease,
+                statuses=(Status.UNKNOWN,),
+                max_processing=max_processing,
+            )
             requeued = store.requeue_unknown(campaign.id)
             log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
         try:
@@ -267,7 +278,9 @@ def run(
             store.set_status(campaign.id, CampaignStatus.STOPPED)
             return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
         store.set_status(campaign.id, CampaignStatus.RUNNING)
-        with Heartbeat(store, client, campaign.id, worker, lease=lease):
+        with Heartbeat(
+            store, client, campaign.id, worker, lease=lease, max_processing=max_processing
+        ):
             stats = sender.run()
             stats, census = finish(
                 store,
@@ -277,7 +290,12 @@ def run(
                 campaign.id,
                 stop=stop,
                 lease=lease,
-                finish_wait=2 * lease + FINISH_MARGIN if finish_wait is None else finish_wait,
+                finish_wait=(
+                    2 * lease + FINISH_MARGIN + max_processing
+                    if finish_wait is None
+                    else finish_wait
+                ),
+                max_processing=max_processing,
             )
         if stats.stop is not None:
             status = CampaignStatus.STOPPED

@@ -37,11 +37,13 @@ from batch_sender.config import (
     DEFAULT_MAX_WAIT,
     MAX_CHUNK_SIZE,
     PARAM_NAMES,
+    PARAM_RULES,
     SEND_PROCESS_MIN_ROWS,
     SEND_PROCESS_MODES,
     GatewaySettings,
     MessageOptions,
     RunSettings,
+    check_param,
 )
 from batch_sender.errors import (
     EXIT_GATEWAY_STOP,
@@ -50,7 +52,7 @@ from batch_sender.errors import (
     InputError,
     StoreError,
 )
-from batch_sender.send import scaleout
+from batch_sender.send import scaleout, settle
 from batch_sender.send.coordinator import SendProgress
 
 log = logging.getLogger("batch_sender")
@@ -86,12 +88,10 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or key not in PARAM_NAMES:
-            raise click.BadParameter(
-                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(PARAM_NAMES))}",
-                param_hint="--param",
-            )
-        out.append((key, value))
+        why = "expected KEY=VALUE" if not sep else check_param(key, value)
+        if why is not None:
+            raise click.BadParameter(f"{item!r}: {why}", param_hint="--param")
+        out.append((key, value.strip()))
     return tuple(out)
 
 
@@ -136,7 +136,9 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help=f"Another sendmsg parameter ({', '.join(sorted(PARAM_NAMES))}). Repeatable.",
+    help="Another sendmsg parameter, checked before anything is staged: "
+    + "; ".join(f"{k} ({PARAM_RULES[k][2]})" for k in sorted(PARAM_NAMES))
+    + ". Repeatable.",
 )
 @click.option("--country", help="Default region for national-format numbers (ISO code, e.g. ZA).")
 @click.option(
@@ -220,6 +222,15 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     default=scaleout.DEFAULT_LEASE,
     show_default=True,
     help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
+)
+@click.option(
+    "--max-processing",
+    type=click.FloatRange(min=0),
+    default=settle.DEFAULT_MAX_PROCESSING,
+    show_default=True,
+    help="Seconds the gateway may hold a request before accepting it. Settling an earlier "
+    "run's requests trusts 'never seen' (ERR 104) only once this long (or --read-timeout, if "
+    "longer) has passed since they can have left, and waits for it.",
 )
 @click.option(
     "--resend-unknown",
@@ -315,6 +326,7 @@ def run(
     dry_run: bool,
     as_json: bool,
     lease: float,
+    max_processing: float,
     resend_unknown: bool,
     allow_partial: bool,
     window: str | None,
@@ -397,6 +409,7 @@ def run(
                     as_json=as_json,
                     lease=lease,
                     controls=controls,
+                    max_processing=max(max_processing, read_timeout),
                 )
         code = EXIT_OK_CODE if result is None else result.exit_code
     except click.ClickException as exc:
@@ -477,6 +490,7 @@ def _send(
     as_json: bool,
     lease: float = scaleout.DEFAULT_LEASE,
     controls: _Controls | None = None,
+    max_processing: float = settle.DEFAULT_MAX_PROCESSING,
 ) -> campaign.RunResult:
     from batch_sender.prepare import Preparer
     from batch_sender.store import Store
@@ -515,6 +529,7 @@ def _send(
             progress=display.update,
             on_staged=display.staged,
             lease=lease,
+            max_processing=max_processing,
         )
         display.close()
         if as_json:

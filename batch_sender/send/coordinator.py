@@ -33,6 +33,7 @@ from batch_sender.send.pool import (
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, SentOutcomes, Store
+from batch_sender.store import requests as store_requests
 
 __all__ = [
     "ChunkResult",
@@ -133,6 +134,7 @@ class Sender:
             backoff_scale=backoff_scale,
         )
         self._fatal: GatewayError | None = None
+        self._orphan_rows = 0  # rows left `sending` by a sending process that died
         self._early: ProcessWorkers | None = None  # launched by start_early, not yet used
 
     def start_early(self) -> None:
@@ -230,7 +232,7 @@ class Sender:
             progress,
             stop=self._fatal,
             interrupted=self._stop.is_set() and self._fatal is None,
-            abandoned=abandoned,
+            abandoned=abandoned + self._orphan_rows,
         )
 
     def _record(
@@ -240,9 +242,13 @@ class Sender:
         outcomes: list[Outcome] = []
         accepted: list[SentOutcomes] = []  # whole chunks accepted, packed by the courier
         release: list[int] = []
+        orphaned: list[Chunk] = []  # held by a sending process that died
         for chunk, future in finished:
             try:
                 result = future.result()
+            except WorkerProcessError:
+                orphaned.append(chunk)
+                continue
             except Exception as exc:  # a bug, not a gateway answer: keep the rows, stop the run
                 log.exception("sending chunk %s failed unexpectedly", chunk.client_message_id)
                 result = ChunkResult(
@@ -268,8 +274,27 @@ class Sender:
                 progress.failed += 1
             else:
                 progress.unknown += 1
-        if outcomes or accepted:
+        if orphaned:
+            self._orphaned(orphaned)
+        if release and (outcomes or accepted):
+            # one transaction: a crash between recording and releasing would leave the released
+            # rows `sending` under a climsgid the gateway knows (settling: `unknown`)
+            store_requests.finish_chunks(self._store, outcomes, accepted=accepted, release=release)
+        elif outcomes or accepted:
             self._store.record(outcomes, accepted=accepted)
-        if release:
+        elif release:
             self._store.release(release)
         return bool(release)
+
+    def _orphaned(self, chunks: list[Chunk]) -> None:
+        """Chunks a dead sending process held: it may have sent them, so their rows stay
+        ``sending`` under this worker, which the next run finds dead and settles with querymsg.
+        Said once per run, not once per chunk."""
+        self._orphan_rows += sum(len(c.recipients) for c in chunks)
+        if self._fatal is None:
+            self._fatal = RunStopped(
+                "the sending process died; the requests it held stay 'sending' and the next "
+                "run settles them with querymsg"
+            )
+            log.error("stopping the run: %s", self._fatal)
+            self._stop.set()

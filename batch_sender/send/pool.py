@@ -275,8 +275,8 @@ class ProcessWorkers:
             with self._lock:
                 held = list(self._futures.items())
                 self._futures.clear()
-            if held:
-                log.error(
+            if held:  # the coordinator says it once, for the run
+                log.debug(
                     "the sending process ended (exit status %s) holding %d requests",
                     code,
                     len(held),
@@ -321,7 +321,16 @@ def child_main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = sys.stdin.buffer
-    send = _Outbox(sys.stdout.buffer).send
+    outbox = _Outbox(sys.stdout.buffer)
+
+    def send(message: tuple[Any, ...]) -> None:
+        try:
+            outbox.send(message)
+        except (OSError, ValueError):
+            # the parent is gone (killed, or its pipe closed): nobody is left to answer, and a
+            # traceback per thread would only fill the cron mail
+            os._exit(0)
+
     sys.stdout = sys.stderr  # nothing but our messages may reach the parent's pipe
 
     # the parent logs only its own package's records (httpx's line per request is not one of

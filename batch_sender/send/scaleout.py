@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from batch_sender.gateway import GatewayClient
@@ -39,6 +40,8 @@ def settle_orphans(
     lease: float,
     *,
     statuses: tuple[Status, ...] = (Status.SENDING,),
+    max_processing: float = settle.DEFAULT_MAX_PROCESSING,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> None:
     """Settle the rows of dead workers, unless another worker is doing it right now.
 
@@ -50,7 +53,15 @@ def settle_orphans(
     try:
         with store.exclusive(f"batch_sender.send.settle.{campaign_id}") as held:
             if held:
-                settle.settle(store, client, campaign_id, statuses=statuses, lease=lease)
+                settle.settle(
+                    store,
+                    client,
+                    campaign_id,
+                    statuses=statuses,
+                    lease=lease,
+                    max_processing=max_processing,
+                    sleep=sleep,
+                )
     finally:
         _settling.release()
 
@@ -65,6 +76,7 @@ def finish(
     stop: threading.Event,
     lease: float,
     finish_wait: float,
+    max_processing: float = settle.DEFAULT_MAX_PROCESSING,
 ) -> tuple[SendStats, Census | None]:
     """Stay until every row of the campaign is final, when other workers still have some.
 
@@ -109,7 +121,9 @@ def finish(
                 unclaimable = pending
         if sending:
             log.debug("waiting for %d rows other workers have in flight", sending)
-            settle_orphans(store, client, campaign_id, lease)
+            settle_orphans(
+                store, client, campaign_id, lease, max_processing=max_processing, sleep=stop.wait
+            )
         if stop.wait(FINISH_POLL):
             stats = dataclasses.replace(stats, interrupted=stats.stop is None)
     return stats, None
@@ -141,8 +155,10 @@ class Heartbeat:
         worker: str,
         *,
         lease: float,
+        max_processing: float = settle.DEFAULT_MAX_PROCESSING,
     ) -> None:
         self._store = store
+        self._max_processing = max_processing
         self._client = client
         self._campaign_id = campaign_id
         self._worker = worker
@@ -180,6 +196,13 @@ class Heartbeat:
     def _settle(self) -> None:
         while not self._done.wait(self._interval):
             try:
-                settle_orphans(self._store, self._client, self._campaign_id, self._lease)
+                settle_orphans(
+                    self._store,
+                    self._client,
+                    self._campaign_id,
+                    self._lease,
+                    max_processing=self._max_processing,
+                    sleep=self._done.wait,
+                )
             except Exception as exc:  # the end of the run settles again
                 log.warning("settling other workers' requests failed: %s", exc)

@@ -10,9 +10,15 @@ say which numbers were accepted (some may have been refused, or credit may have 
 and a row is ``sent`` only with the gateway's word for that number. Anything else leaves them
 ``unknown``.
 
-ERR 104 is only trusted once the request cannot still be on its way: before asking about orphans
-of a recently dead process the settler waits ``grace`` seconds, so a request written just before
-a ``kill -9`` has been handled (or dropped) by the gateway by the time we ask.
+ERR 104 is only trusted once the request can no longer land. A gateway may hold a request for a
+while before it accepts it (a slow or overloaded gateway, a proxy's queue); a ``querymsg`` in
+that time answers 104 although the messages are about to go out. So every request gets a latest
+departure: for ``unknown`` rows, when their courier gave up on the answer (the request left
+before that); for ``sending`` rows of a dead claimer, the moment it was found dead (it may have
+sent until then). A 104 sends rows back to ``pending`` only once ``max_processing`` seconds
+(the longest a gateway is assumed to hold a request, ``--max-processing``) and a margin have
+passed since; a younger 104 is asked again after that wait, which the log states. An answer that
+finds the request needs no wait: acceptance cannot be undone.
 """
 
 from __future__ import annotations
@@ -30,15 +36,17 @@ from batch_sender.gateway import Status as GatewayStatus
 from batch_sender.send import policy
 from batch_sender.send.leases import is_orphan
 from batch_sender.states import Status
-from batch_sender.store import Outcome, Store
+from batch_sender.store import InFlight, Outcome, Store
+from batch_sender.store import requests as store_requests
 
-__all__ = ["SettleStats", "settle"]
+__all__ = ["DEFAULT_MAX_PROCESSING", "SettleStats", "settle"]
 
 log = logging.getLogger(__name__)
 
 NEVER_ACCEPTED = "104"  # querymsg: unknown client message ID
-SETTLE_GRACE = 2.0  # seconds: how long a request written by a dead process may still be in flight
-RECENT = 600.0  # seconds: orphans claimed more recently than this get the grace wait
+#: seconds a gateway may hold a request before accepting it (or never): the default read timeout
+DEFAULT_MAX_PROCESSING = 60.0
+SETTLE_MARGIN = 2.0  # seconds added to max_processing: clocks, the request's own transit
 QUERY_ATTEMPTS = 3  # tries of one querymsg on retryable errors
 
 
@@ -57,56 +65,63 @@ def settle(
     *,
     statuses: tuple[Status, ...] = (Status.SENDING,),
     lease: float = 300.0,
-    grace: float = SETTLE_GRACE,
+    max_processing: float = DEFAULT_MAX_PROCESSING,
+    force: bool = False,
     sleep: Callable[[float], object] = time.sleep,
 ) -> SettleStats:
-    """Ask the gateway about every orphaned request of the campaign and record what it says."""
+    """Ask the gateway about every orphaned request of the campaign and record what it says.
+
+    A ``sending`` row is touched only when its claimer is gone (``leases.is_orphan``), unless
+    ``force`` (``reconcile --force``: the operator says no run holds them).
+    """
     stats = SettleStats()
+    found_at = datetime.now(UTC)
     groups = [
         g
         for g in store.in_flight(campaign_id, statuses=statuses)
-        if g.status is not Status.SENDING or is_orphan(g.claimed_by, g.claimed_at, lease=lease)
+        if force
+        or g.status is not Status.SENDING
+        or is_orphan(g.claimed_by, g.claimed_at, lease=lease)
     ]  # a `sending` row whose claimer is alive is still in its hands
-    if grace > 0 and any(g.status is Status.SENDING and _recent(g.claimed_at) for g in groups):
-        log.info("waiting %.0fs for requests of a stopped process to land before asking", grace)
-        sleep(grace)
+    written = (
+        store_requests.last_written(store, campaign_id, (Status.UNKNOWN,))
+        if any(g.status is Status.UNKNOWN for g in groups)
+        else {}
+    )
+    window = timedelta(seconds=max_processing + SETTLE_MARGIN)
+
+    def landed_by(group: InFlight) -> datetime:
+        """When the group's request can no longer reach the gateway."""
+        left = found_at  # a dead claimer may have sent it until it was found dead
+        if group.status is Status.UNKNOWN:
+            left = min(left, written.get(group.client_message_id, found_at))
+        return left + window
+
+    young: list[InFlight] = []
     for group in groups:
         stats.requests += 1
-        ids = [r.id for r in group.recipients]
-        try:
-            found = _querymsg(client, group.client_message_id)
-        except RequestRejected as exc:
-            if exc.code == NEVER_ACCEPTED:
-                store.release(ids, from_statuses=statuses)
-                stats.requeued += len(ids)
-                continue
-            store.record(_unknown(ids, str(exc)))
-            stats.unknown += len(ids)
+        if _settle_one(store, client, campaign_id, group, statuses, stats, final=False):
             continue
-        except RunStopped:
-            raise
-        except GatewayError as exc:
-            log.warning("could not settle request %s: %s", group.client_message_id, exc)
-            if group.status is Status.SENDING:
-                store.record(_unknown(ids, f"could not settle: {exc}"))
-            stats.unknown += len(ids)
-            continue
-        size = store.request_size(campaign_id, group.client_message_id)
-        if size == 1 and len(ids) == 1 and wire.is_message_id(found.api_message_id):
-            # a one-number request: querymsg's answer is that number's own word
-            store.record([Outcome(ids[0], Status.SENT, api_message_id=found.api_message_id)])
-            stats.sent += 1
-            continue
-        # querymsg by climsgid answers for one message of the request only: it proves that the
-        # request reached the gateway, not that this number was accepted (it may have been
-        # refused with 105/121, or credit may have run out mid-list), nor which ID is its own.
-        why = (
-            f"request {group.client_message_id} of {size} numbers reached the gateway "
-            "(querymsg), which does not say whether this number was accepted: check it "
-            "before --resend-unknown"
-        )
-        store.record(_unknown(ids, why))
-        stats.unknown += len(ids)
+        young.append(group)  # 104, but it may still land
+    if young:
+        until = max(landed_by(g) for g in young)
+        wait = (until - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            log.info(
+                "%d requests are unknown to the gateway (ERR 104) but may still be in its hands: "
+                "waiting %.0fs, until %s (%.0fs after they last left, --max-processing), before "
+                "asking again",
+                len(young),
+                wait,
+                until.strftime("%H:%M:%S"),
+                max_processing,
+            )
+            sleep(wait)
+        if datetime.now(UTC) < until:  # woken early (the run is ending): ask another time
+            log.info("stopped waiting: %d requests stay as they are", len(young))
+            young = []
+        for group in young:
+            _settle_one(store, client, campaign_id, group, statuses, stats, final=True)
     if stats.requests:
         log.info(
             "settled %d earlier requests: %d sent, %d back to pending, %d unknown",
@@ -118,12 +133,55 @@ def settle(
     return stats
 
 
-def _recent(claimed_at: datetime | None) -> bool:
-    if claimed_at is None:
+def _settle_one(
+    store: Store,
+    client: GatewayClient,
+    campaign_id: int,
+    group: InFlight,
+    statuses: tuple[Status, ...],
+    stats: SettleStats,
+    *,
+    final: bool,
+) -> bool:
+    """Ask about one request and record the answer; False for a 104 when not ``final``."""
+    ids = [r.id for r in group.recipients]
+    try:
+        found = _querymsg(client, group.client_message_id)
+    except RequestRejected as exc:
+        if exc.code == NEVER_ACCEPTED:
+            if not final:
+                return False
+            store.release(ids, from_statuses=statuses)
+            stats.requeued += len(ids)
+            return True
+        store.record(_unknown(ids, str(exc)))
+        stats.unknown += len(ids)
         return True
-    if claimed_at.tzinfo is None:
-        claimed_at = claimed_at.replace(tzinfo=UTC)
-    return datetime.now(UTC) - claimed_at < timedelta(seconds=RECENT)
+    except RunStopped:
+        raise
+    except GatewayError as exc:
+        log.warning("could not settle request %s: %s", group.client_message_id, exc)
+        if group.status is Status.SENDING:
+            store.record(_unknown(ids, f"could not settle: {exc}"))
+        stats.unknown += len(ids)
+        return True
+    size = store.request_size(campaign_id, group.client_message_id)
+    if size == 1 and len(ids) == 1 and wire.is_message_id(found.api_message_id):
+        # a one-number request: querymsg's answer is that number's own word
+        store.record([Outcome(ids[0], Status.SENT, api_message_id=found.api_message_id)])
+        stats.sent += 1
+        return True
+    # querymsg by climsgid answers for one message of the request only: it proves that the
+    # request reached the gateway, not that this number was accepted (it may have been
+    # refused with 105/121, or credit may have run out mid-list), nor which ID is its own.
+    why = (
+        f"request {group.client_message_id} of {size} numbers reached the gateway "
+        "(querymsg), which does not say whether this number was accepted: check it "
+        "before --resend-unknown"
+    )
+    store.record(_unknown(ids, why))
+    stats.unknown += len(ids)
+    return True
 
 
 def _querymsg(client: GatewayClient, climsgid: str) -> GatewayStatus:
