@@ -295,7 +295,9 @@ def run(
         tally = _in_background(DeliveryStore(store).pending_tally, campaign.id) if staged else None
         if on_staged is not None:
             on_staged(campaign, _counts(store, campaign.id))
-        settle_orphans(store, client, campaign.id, lease, max_processing=max_processing)
+        settle_orphans(
+            store, client, campaign.id, lease, max_processing=max_processing, sleep=stop.wait
+        )
         if settings.resend_unknown:
             # ask first: an unknown row the gateway did accept must not be sent again
             settle_orphans(
@@ -305,9 +307,11 @@ def run(
                 lease,
                 statuses=(Status.UNKNOWN,),
                 max_processing=max_processing,
+                sleep=stop.wait,
             )
-            requeued = store.requeue_unknown(campaign.id)
-            log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
+            if not stop.is_set():  # stopped while waiting for answers that may still land
+                requeued = store.requeue_unknown(campaign.id)
+                log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
         try:
             _check_balance(
                 store,

@@ -235,9 +235,9 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     type=click.FloatRange(min=0),
     default=settle.DEFAULT_MAX_PROCESSING,
     show_default=True,
-    help="Seconds the gateway may hold a request before accepting it. Settling an earlier "
-    "run's requests trusts 'never seen' (ERR 104) only once this long (or --read-timeout, if "
-    "longer) has passed since they can have left, and waits for it.",
+    help="Seconds the gateway may hold a request before accepting it (default: the default "
+    "--read-timeout). Settling an earlier run's requests trusts 'never seen' (ERR 104) only "
+    "once this long has passed since they can have left, and waits for it.",
 )
 @click.option(
     "--resend-unknown",
@@ -420,7 +420,7 @@ def run(
                     as_json=as_json,
                     lease=lease,
                     controls=controls,
-                    max_processing=max(max_processing, read_timeout),
+                    max_processing=max_processing,
                     naming="new" if new_campaign else "find" if auto_name else None,
                 )
         code = EXIT_OK_CODE if result is None else result.exit_code
