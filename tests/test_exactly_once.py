@@ -425,3 +425,30 @@ def test_leases_identity_is_unique_per_process_start():
     assert len(me) <= 64
     assert me != leases.worker_id()  # per run
     assert not leases.provably_dead(me) or not leases.is_live_worker(me)
+
+
+def test_finish_chunks_records_and_releases_in_one_transaction(store: Store) -> None:
+    """The store half of item 10, on every engine: sent, unknown and released rows in one go;
+    a row no longer `sending` is not released (another settler got there first)."""
+    from test_store import numbers as staged_numbers
+    from test_store import stage
+
+    from batch_sender.store import Outcome
+    from batch_sender.store.requests import finish_chunks, last_written
+
+    camp = stage(store, staged_numbers(4))
+    chunk = store.claim_chunk(camp.id, size=4, client_message_id="a" * 32, worker="w")
+    assert chunk is not None
+    ids = [r.id for r in chunk.recipients]
+    finish_chunks(
+        store,
+        [
+            Outcome(ids[0], Status.SENT, api_message_id="b" * 32),
+            Outcome(ids[1], Status.UNKNOWN, error_description="lost"),
+        ],
+        release=ids[2:],
+    )
+    assert store.counts(camp.id)[Status.SENT] == 1
+    assert store.counts(camp.id)[Status.UNKNOWN] == 1
+    assert store.counts(camp.id)[Status.PENDING] == 2
+    assert set(last_written(store, camp.id, (Status.UNKNOWN,))) == {"a" * 32}
