@@ -285,6 +285,7 @@ def run(
         progress=progress,
         backoff_scale=settings.backoff_scale,
         process=_courier_spec(settings, client, limiter, rows=campaign.total),
+        lease=lease,
     )
     # the sending process (if any) starts up while the run counts, settles and checks credit
     sender.start_early()

@@ -452,3 +452,27 @@ def test_finish_chunks_records_and_releases_in_one_transaction(store: Store) -> 
     assert store.counts(camp.id)[Status.UNKNOWN] == 1
     assert store.counts(camp.id)[Status.PENDING] == 2
     assert set(last_written(store, camp.id, (Status.UNKNOWN,))) == {"a" * 32}
+
+
+def test_a_worker_that_cannot_renew_its_lease_stops_before_others_take_its_rows(
+    make_simulator, tmp_path, bs, monkeypatch
+):
+    """Its heartbeat fails (the database unreachable for it): past 0.8 of the lease it stops
+    sending, so that no request of its leaves after others may have settled its rows."""
+    sim = make_simulator(latency_ms=200)
+    write_csv(tmp_path / "c.csv", [(n, "x") for n in numbers(200)])
+
+    def unreachable(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(Store, "touch_claims", unreachable)
+    done = bs("run", str(tmp_path / "c.csv"), "--text", "Hi", "--name", "c", "--chunk-size", "5",
+              "--concurrency", "2", "--lease", "2", "--send-process", "never", sim=sim)  # fmt: skip
+    assert done.exit_code == 3, done.stderr[-2000:]
+    assert "could not renew its lease" in done.stderr
+    figures = check_ledger(
+        results(tmp_path / "results.db"), records(tmp_path / "record.jsonl"),
+        allowed={"sent", "pending"},
+    )  # fmt: skip
+    print("heartbeat failing, lease 2 s:", figures)
+    assert 0 < figures["sent"] < 200
