@@ -55,7 +55,7 @@ from batch_sender.store import Campaign, Census, Store
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
 
-__all__ = ["RunResult", "dry_run", "fingerprint", "open_client", "run"]
+__all__ = ["RunResult", "choose_name", "dry_run", "fingerprint", "open_client", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,42 @@ def fingerprint(source: Source, settings: RunSettings) -> str:
     if settings.country_column is not None:  # absent otherwise: earlier campaigns still match
         identity["country_column"] = settings.country_column
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def choose_name(store: Store, source: Source, settings: RunSettings, *, new: bool) -> str:
+    """The campaign a run without ``--name`` belongs to (``settings.name`` is its dated default).
+
+    The default name follows the local date, so the same command under another time zone, or a
+    crashed run resumed after midnight, would make a second campaign and send everything again.
+    So the campaign is found by what it sends (:func:`fingerprint`): an existing campaign with
+    this source, text and options is resumed, whatever its name (finished: nothing is sent
+    again). ``new`` (``--new-campaign``) is the operator's explicit "send it again": a fresh
+    dated name, with a suffix if that is taken.
+    """
+    taken = {c.name: c for c in store.campaigns()}
+    if new:
+        name, n = settings.name, 1
+        while name in taken:
+            n += 1
+            name = f"{settings.name}-{n}"
+        log.info("--new-campaign: sending as a new campaign %r", name)
+        return name
+    digest = fingerprint(source, settings)
+    same = [c for c in taken.values() if c.fingerprint == digest]
+    if not same:
+        return settings.name
+    latest = max(same, key=lambda c: (c.created_at, c.id))
+    if latest.name != settings.name:
+        log.warning(
+            "campaign %r (%s, created %s) already has this source, text and options: resuming "
+            "it instead of starting %r (it sends only what is still pending); to send again on "
+            "purpose, use --new-campaign or --name",
+            latest.name,
+            latest.status,
+            latest.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+            settings.name,
+        )
+    return latest.name
 
 
 def _message_identity(settings: RunSettings) -> dict[str, object]:
@@ -243,6 +279,7 @@ def run(
         progress=progress,
         backoff_scale=settings.backoff_scale,
         process=_courier_spec(settings, client, limiter, rows=campaign.total),
+        lease=lease,
     )
     # the sending process (if any) starts up while the run counts, settles and checks credit
     sender.start_early()
@@ -253,7 +290,9 @@ def run(
         tally = _in_background(DeliveryStore(store).pending_tally, campaign.id) if staged else None
         if on_staged is not None:
             on_staged(campaign, _counts(store, campaign.id))
-        settle_orphans(store, client, campaign.id, lease, max_processing=max_processing)
+        settle_orphans(
+            store, client, campaign.id, lease, max_processing=max_processing, sleep=stop.wait
+        )
         if settings.resend_unknown:
             # ask first: an unknown row the gateway did accept must not be sent again
             settle_orphans(
@@ -263,9 +302,11 @@ def run(
                 lease,
                 statuses=(Status.UNKNOWN,),
                 max_processing=max_processing,
+                sleep=stop.wait,
             )
-            requeued = store.requeue_unknown(campaign.id)
-            log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
+            if not stop.is_set():  # stopped while waiting for answers that may still land
+                requeued = store.requeue_unknown(campaign.id)
+                log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
         try:
             _check_balance(
                 store,

@@ -111,8 +111,15 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--name",
-    help="Campaign name. Default: <source file stem>-<YYYY-MM-DD>, so a "
-    "second run the same day resumes instead of sending again.",
+    help="Campaign name. Default: an existing campaign with the same source (content), text "
+    "and options, which is resumed (on any day, in any time zone); else "
+    "<source file stem>-<YYYY-MM-DD>.",
+)
+@click.option(
+    "--new-campaign",
+    is_flag=True,
+    help="Send as a new campaign even if an existing one has the same source, text and options "
+    "(without it, such a campaign is resumed: nothing it sent is sent again). Not with --name.",
 )
 @click.option(
     "--from",
@@ -228,9 +235,9 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     type=click.FloatRange(min=0),
     default=settle.DEFAULT_MAX_PROCESSING,
     show_default=True,
-    help="Seconds the gateway may hold a request before accepting it. Settling an earlier "
-    "run's requests trusts 'never seen' (ERR 104) only once this long (or --read-timeout, if "
-    "longer) has passed since they can have left, and waits for it.",
+    help="Seconds the gateway may hold a request before accepting it (default: the default "
+    "--read-timeout). Settling an earlier run's requests trusts 'never seen' (ERR 104) only "
+    "once this long has passed since they can have left, and waits for it.",
 )
 @click.option(
     "--resend-unknown",
@@ -303,6 +310,7 @@ def run(
     source_db: str | None,
     text: str | None,
     name: str | None,
+    new_campaign: bool,
     sender: str | None,
     flash: bool,
     unicode: bool | None,
@@ -365,11 +373,14 @@ def run(
         with errors():
             controls = _controls(window=window, tz=tz, not_after=not_after)
             extra_params = _schedule(at_time, validity, params, controls.zone)
+            auto_name = name is None and sql is None and sql_file is None
             source, name = _open_source(
                 source_file, sql, sql_file, source_db, name, to_column, delimiter
             )
             if binary and unicode:
                 raise InputError("--binary and --unicode do not go together")
+            if new_campaign and not auto_name:
+                raise InputError("--new-campaign is for a CSV run without --name")
             settings = RunSettings(
                 name=name,
                 text=text,
@@ -409,7 +420,8 @@ def run(
                     as_json=as_json,
                     lease=lease,
                     controls=controls,
-                    max_processing=max(max_processing, read_timeout),
+                    max_processing=max_processing,
+                    naming="new" if new_campaign else "find" if auto_name else None,
                 )
         code = EXIT_OK_CODE if result is None else result.exit_code
     except click.ClickException as exc:
@@ -491,7 +503,9 @@ def _send(
     lease: float = scaleout.DEFAULT_LEASE,
     controls: _Controls | None = None,
     max_processing: float = settle.DEFAULT_MAX_PROCESSING,
+    naming: str | None = None,
 ) -> campaign.RunResult:
+    """``naming``: "find" the campaign by its content, make a "new" one, or None (--name)."""
     from batch_sender.prepare import Preparer
     from batch_sender.store import Store
 
@@ -511,6 +525,9 @@ def _send(
             )
             log.info("sending to the built-in simulator at %s", sim.url)
         store = stack.enter_context(Store.open(db_url))
+        if naming is not None:
+            chosen = campaign.choose_name(store, source, settings, new=naming == "new")
+            settings = dataclasses.replace(settings, name=chosen)
         if controls is not None:
             store.before_claim = controls.gate(store)
         client = stack.enter_context(

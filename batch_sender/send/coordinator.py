@@ -112,9 +112,13 @@ class Sender:
         sleep: Callable[[float], None] | None = None,
         backoff_scale: float = 1.0,
         process: CourierSpec | None = None,
+        lease: float | None = None,
     ) -> None:
         """``process``: send from a child process built to this spec (``pool``) instead of
-        threads sharing ``client`` and ``limiter``; if it cannot start, threads are used."""
+        threads sharing ``client`` and ``limiter``; if it cannot start, threads are used.
+        ``lease``: the seconds a heartbeat (``scaleout.Heartbeat``) keeps this worker's claims;
+        the run stops sending when it could not renew them for most of that (``_fence``)."""
+        self._lease = lease
         self._store = store
         self._campaign_id = campaign_id
         self._chunk_size = chunk_size
@@ -180,6 +184,7 @@ class Sender:
         leases.started(self._worker)
         try:
             while True:
+                self._fence()
                 room = self._concurrency * depth - len(in_flight)
                 if not exhausted and not self._stop.is_set() and room >= self._concurrency:
                     # claim in batches, once a worker's worth of room is free: one transaction
@@ -234,6 +239,21 @@ class Sender:
             interrupted=self._stop.is_set() and self._fatal is None,
             abandoned=abandoned + self._orphan_rows,
         )
+
+    def _fence(self) -> None:
+        """Stop sending when this worker's lease may lapse: its heartbeat has failed for
+        ``leases.FENCE`` of a lease, and soon other workers take its rows for dead and settle
+        them; a request leaving after that could be sent twice."""
+        if self._lease is None or self._stop.is_set():
+            return
+        age = leases.unrenewed_for(self._worker)
+        if age is not None and age > self._lease * leases.FENCE:
+            self._fatal = self._fatal or RunStopped(
+                f"this worker could not renew its lease for {age:.0f}s (--lease {self._lease:g}):"
+                " stopping before other workers take its rows for dead"
+            )
+            log.error("stopping the run: %s", self._fatal)
+            self._stop.set()
 
     def _record(
         self, finished: list[tuple[Chunk, Future[ChunkResult]]], progress: SendProgress

@@ -20,12 +20,17 @@ import functools
 import hashlib
 import os
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["is_live_worker", "is_orphan", "worker_id"]
+__all__ = ["FENCE", "is_live_worker", "is_orphan", "provably_dead", "renewed", "worker_id"]
 
 _live_workers: set[str] = set()  # claimed_by of the Senders running in this process
+_renewed: dict[str, float] = {}  # worker → monotonic time its lease was last renewed
+#: share of its lease after which a worker that could not renew it stops sending: two heartbeats
+#: (every lease / 3) must have failed, and others take its rows for dead only at 1.0
+FENCE = 0.8
 _NOWHERE = "-"  # the `place` of a worker whose kernel and PID namespace this process cannot read
 
 
@@ -46,6 +51,22 @@ def started(worker: str) -> None:
 def stopped(worker: str) -> None:
     """The Sender running under ``worker`` has ended."""
     _live_workers.discard(worker)
+
+
+def renewed(worker: str) -> None:
+    """``worker``'s lease was just renewed (its heartbeat wrote ``claimed_at``)."""
+    _renewed[worker] = time.monotonic()
+
+
+def forget(worker: str) -> None:
+    """``worker`` no longer keeps a lease (its heartbeat has ended)."""
+    _renewed.pop(worker, None)
+
+
+def unrenewed_for(worker: str) -> float | None:
+    """Seconds since ``worker``'s lease was last renewed; None if no heartbeat keeps it."""
+    last = _renewed.get(worker)
+    return None if last is None else time.monotonic() - last
 
 
 def is_live_worker(claimed_by: str) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from batch_sender.gateway import GatewayClient
-from batch_sender.send import settle
+from batch_sender.send import leases, settle
 from batch_sender.send.coordinator import Sender, SendProgress, SendStats
 from batch_sender.states import Status
 from batch_sender.store import Census, Store
@@ -171,6 +171,7 @@ class Heartbeat:
         ]
 
     def __enter__(self) -> Heartbeat:
+        leases.renewed(self._worker)  # the claims to come are stamped now
         for thread in self._threads:
             thread.start()
         return self
@@ -184,11 +185,13 @@ class Heartbeat:
         self._done.set()
         for thread in self._threads:
             thread.join()
+        leases.forget(self._worker)
 
     def _beat(self) -> None:
         while not self._done.wait(self._interval):
             try:
                 touched = self._store.touch_claims(self._campaign_id, self._worker)
+                leases.renewed(self._worker)
                 log.debug("heartbeat: lease renewed on %d rows", touched)
             except Exception as exc:  # keep beating: a missed beat only shortens the lease
                 log.warning("heartbeat failed: %s", exc)

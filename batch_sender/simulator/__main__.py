@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None) -> None:
         argv = [a for a in argv if a not in ("-v", "--verbose")]
     level = logging.DEBUG if verbose or os.environ.get("BATCH_SENDER_VERBOSE") else logging.INFO
     logging.basicConfig(level=level)
-    simulator.main(args=argv, prog_name="python -m batch_sender.simulator")
+    simulator.main(
+        args=argv,
+        prog_name="python -m batch_sender.simulator",
+        help_option_names=["-h", "--help"],
+    )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,9 @@ class Campaign:
             "CLICKATELL_USER": creds.user,
             "CLICKATELL_PASSWORD": creds.password,
         }
-        self.args = [_exe(), "run", str(self.csv), "--text", "Hello", "--name", "big", *extra]
+        # the simulator accepts at once: a 104 can be trusted a second after a kill
+        self.args = [_exe(), "run", str(self.csv), "--text", "Hello", "--name", "big",
+                     "--max-processing", "1", *extra]  # fmt: skip
 
     def start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -292,8 +292,9 @@ def test_four_workers_share_one_campaign_at_one_rate_and_survive_a_kill(
     total, rate = 50_000, 2000.0  # one part each: 25 s of sending
     sim = simulator_process
     src = write_csv(tmp_path / "big.csv", [(n, "x") for n in numbers(total)])
+    # (the simulator accepts at once: a 104 can be trusted a second after a kill)
     args = [str(src), "--text", "Hello", "--name", "big", "--rate", str(int(rate)),
-            "--lease", "3"]  # fmt: skip
+            "--lease", "3", "--max-processing", "1"]  # fmt: skip
 
     procs = start_workers(4, args, sim=sim, db_url=pg_url, tmp_path=tmp_path)
     victim = procs[1]
@@ -365,7 +366,9 @@ def test_a_worker_waits_for_another_machines_rows_and_settles_them_when_its_leas
 ) -> None:
     store, client, settings, _, source = one_worker(server_url, simulator, tmp_path, foreign=5)
     with store, client:
-        result = campaign.run(settings, source=source(), store=store, client=client, lease=1.0)
+        result = campaign.run(
+            settings, source=source(), store=store, client=client, lease=1.0, max_processing=0.5
+        )
 
     # the other machine never sent its 5 (the gateway says so): they were requeued and sent
     assert result.counts == {"sent": 50}
@@ -408,7 +411,9 @@ def test_a_worker_does_not_leave_rows_another_worker_is_claiming_right_now(
     other.start()
     try:
         with store, client:
-            result = campaign.run(settings, source=source(), store=store, client=client, lease=1.0)
+            result = campaign.run(
+                settings, source=source(), store=store, client=client, lease=1.0, max_processing=0.5
+            )
     finally:
         other.join()
         claiming.close()
