@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from batch_sender import prepare
+from batch_sender import prepare, windows
 from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
 from batch_sender.delivery import cost
 from batch_sender.errors import (
@@ -74,6 +74,15 @@ class RunResult:
     progress: SendProgress
     stop_reason: str | None = None
     interrupted: bool = False
+
+    @property
+    def outcome(self) -> CampaignStatus:
+        """How the run ended, as the campaign's status says it."""
+        if self.interrupted:
+            return CampaignStatus.INTERRUPTED
+        if self.stop_reason is not None:
+            return CampaignStatus.STOPPED
+        return CampaignStatus.FINISHED
 
     @property
     def exit_code(self) -> int:
@@ -183,10 +192,17 @@ def open_client(gateway: GatewaySettings, *, max_connections: int) -> GatewayCli
     )
 
 
-def dry_run(source: Source, settings: RunSettings) -> prepare.DryRunReport:
-    """Count what :func:`run` would stage and send; nothing is written, nothing is sent."""
+def dry_run(
+    source: Source, settings: RunSettings, *, suppressed: frozenset[str] = frozenset()
+) -> prepare.DryRunReport:
+    """Count what :func:`run` would stage and send; nothing is written, nothing is sent.
+
+    ``suppressed``: the opt-out list to count against (``suppression.numbers_for_dry_run``).
+    """
     preparer = prepare.Preparer(settings, source.columns)
-    return prepare.dry_run(source, preparer, chunk_size=settings.chunk_size)
+    return prepare.dry_run(
+        source, preparer, chunk_size=settings.chunk_size, suppressed=suppressed
+    )
 
 
 def stage(
@@ -237,6 +253,7 @@ def run(
     shared_rate: bool | None = None,
     finish_wait: float | None = None,
     max_processing: float = DEFAULT_MAX_PROCESSING,
+    controls: windows.Controls | None = None,
 ) -> RunResult:
     """Run one campaign to its end (or until stopped) and return its counts.
 
@@ -250,6 +267,8 @@ def run(
     gateway may hold a request before accepting it: ERR 104 is trusted only that long after a
     request can have left (``settle``).
     """
+    if controls is not None:  # send windows, --not-after: a condition on every claim
+        store.before_claim = controls.gate(store)
     stop = stop or threading.Event()
     try:
         # fail fast on credentials or a wrong URL, before staging a million rows

@@ -19,13 +19,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from batch_sender.errors import EXIT_GATEWAY_STOP, EXIT_INTERRUPTED
 from batch_sender.states import CampaignStatus, Status
+
+if TYPE_CHECKING:
+    from batch_sender.campaign import RunResult
 
 __all__ = [
     "HEARTBEAT_TIMEOUT",
     "JsonFormatter",
     "RunMetrics",
+    "RunWatch",
     "ping",
     "render_metrics",
     "write_metrics",
@@ -159,3 +165,47 @@ def _masked(url: str) -> str:
 
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.host}/…"
+
+
+#: how a run that raised ended, by its exit code
+_RAISED_OUTCOMES = {EXIT_GATEWAY_STOP: "stopped", EXIT_INTERRUPTED: "interrupted"}
+
+
+class RunWatch:
+    """Monitoring of one run: heartbeat pings at start and end, the metrics file at the end."""
+
+    def __init__(self, metrics_file: Path | None, heartbeat_url: str | None) -> None:
+        self.metrics_file = metrics_file
+        self.heartbeat_url = heartbeat_url
+        self.campaign: str | None = None
+        self.started = time.time()
+
+    def start(self) -> None:
+        self.started = time.time()
+        if self.heartbeat_url:
+            ping(self.heartbeat_url, "start")
+
+    def finish(self, code: int, result: RunResult | None) -> None:
+        """The end ping and the metrics file; ``result`` None when the run raised."""
+        if self.metrics_file is not None:
+            if result is not None:
+                outcome: str = result.outcome
+            else:  # raised: the exit code says why
+                outcome = _RAISED_OUTCOMES.get(code, "error")
+            metrics = RunMetrics(
+                campaign=result.campaign if result else (self.campaign or ""),
+                exit_code=code,
+                outcome=outcome,
+                started=self.started,
+                finished=time.time(),
+                counts=result.counts if result else {},
+                parts=result.parts if result else 0,
+                requests=result.progress.requests if result else 0,
+                retries=result.progress.retries if result else 0,
+            )
+            try:
+                write_metrics(self.metrics_file, metrics)
+            except OSError as exc:
+                log.error("cannot write the metrics file %s: %s", self.metrics_file, exc)
+        if self.heartbeat_url:
+            ping(self.heartbeat_url, str(code))

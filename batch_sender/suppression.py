@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_sender import numbers
-from batch_sender.errors import InputError
+from batch_sender.errors import InputError, StoreError
 from batch_sender.store import Store
 from batch_sender.store import operators as sql
 
@@ -31,6 +31,7 @@ __all__ = [
     "handle_mo",
     "import_file",
     "normalise",
+    "numbers_for_dry_run",
     "read_numbers",
     "remove",
     "stop_keyword",
@@ -161,3 +162,26 @@ def handle_mo(
         "added to" if added else "already on",
     )
     return True
+
+
+def numbers_for_dry_run(db_url: str) -> frozenset[str]:
+    """The suppression list for a dry run, which must not create or migrate anything.
+
+    A SQLite file that does not exist has no list; an unreadable list counts as empty, with a
+    warning (a dry run only counts).
+    """
+    from sqlalchemy.engine import make_url
+
+    from batch_sender.store import operators as store_operators
+
+    try:
+        url = make_url(db_url)
+        if url.get_backend_name() == "sqlite" and (
+            not url.database or not Path(url.database).exists()
+        ):
+            return frozenset()
+        with Store.open(db_url, upgrade=False) as store:
+            return store_operators.suppressed_numbers(store)
+    except (StoreError, ValueError) as exc:
+        log.warning("suppression list not read (counted as empty): %s", exc)
+        return frozenset()

@@ -38,13 +38,16 @@ from batch_sender.store.tables import recipients
 __all__ = [
     "MAX_DELIV_MINUTES",
     "ClaimGate",
+    "Controls",
     "Deadline",
     "Window",
+    "controls",
     "deliv_minutes",
     "local_zone",
     "parse_deadline",
     "parse_time",
     "parse_zone",
+    "schedule_params",
     "utcnow",
     "zone_key",
     "zones",
@@ -281,3 +284,50 @@ class ClaimGate:
                 self._window,
             )
         return false()
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """Send windows and --not-after, parsed; ``gate`` installs them on a store."""
+
+    window: Window | None = None
+    zone: tzinfo | None = None  # --tz
+    not_after: Deadline | None = None
+
+    def gate(self, store: Store) -> ClaimGate | None:
+        if self.window is None and self.not_after is None:
+            return None
+        return ClaimGate(
+            store, window=self.window, zone=self.zone, not_after=self.not_after
+        )
+
+
+def controls(*, window: str | None, tz: str | None, not_after: str | None) -> Controls:
+    zone = parse_zone(tz) if tz else None
+    return Controls(
+        window=Window.parse(window) if window else None,
+        zone=zone,
+        not_after=(
+            parse_deadline(not_after, zone=zone or local_zone())
+            if not_after
+            else None
+        ),
+    )
+
+
+def schedule_params(
+    at_time: str | None, validity: int | None, params: tuple[str, ...], zone: tzinfo | None
+) -> tuple[tuple[str, str], ...]:
+    """--at and --validity as sendmsg parameters (deliv_time in minutes from now, validity)."""
+    given = {item.partition("=")[0] for item in params}
+    out: list[tuple[str, str]] = []
+    if at_time is not None:
+        if "deliv_time" in given:
+            raise InputError("--at and --param deliv_time=… do not go together")
+        at = parse_time(at_time, zone=zone or local_zone(), option="--at")
+        out.append(("deliv_time", str(deliv_minutes(at, utcnow()))))
+    if validity is not None:
+        if "validity" in given:
+            raise InputError("--validity and --param validity=… do not go together")
+        out.append(("validity", str(validity)))
+    return tuple(out)
