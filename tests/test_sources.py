@@ -274,7 +274,8 @@ def test_csv_row_with_fewer_fields_than_the_header_names_its_line(tmp_path: Path
 def test_csv_invalid_utf8_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, b"to,name\n1,a\n2,b\n3,caf\xe9\n4,d\n")
     assert input_error(path) == (
-        f"{path}: line 4: not valid UTF-8 text (save the file as UTF-8, or pass its encoding)"
+        f"{path}: line 4: not valid UTF-8 text (save the file as UTF-8, or name its encoding:"
+        " --encoding cp1252 for Excel's CSV on Windows, latin-1, ...)"
     )
 
 

@@ -95,8 +95,14 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 @click.command()
-@click.argument("source_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--sql", help="Read recipients from this SQL query (with --source-db).")
+@click.argument(
+    "source_file", required=False, type=click.Path(dir_okay=False, allow_dash=True, path_type=Path)
+)
+@click.option(
+    "--sql",
+    help='Read recipients from this SQL query (with --source-db); name the number column '
+    '"to" (SELECT phone AS "to") or give --to-column.',
+)
 @click.option(
     "--sql-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -151,6 +157,11 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option("--to-column", default="to", show_default=True, help="The column holding numbers.")
 @click.option("--delimiter", help="CSV delimiter. Default: sniffed from the file.")
+@click.option(
+    "--encoding",
+    help="The CSV file's encoding (cp1252, latin-1, ...). Default: from its byte-order mark "
+    "(UTF-8, UTF-16, UTF-32), else UTF-8.",
+)
 @click.option(
     "--chunk-size",
     type=click.IntRange(1, MAX_CHUNK_SIZE),
@@ -303,6 +314,7 @@ def run(
     country_column: str | None,
     to_column: str,
     delimiter: str | None,
+    encoding: str | None,
     chunk_size: int,
     concurrency: int,
     send_process: str,
@@ -333,8 +345,11 @@ def run(
     \b
     Examples:
       batch-sender run campaign.csv --text "Hi {name}, your order shipped" --country ZA
-      batch-sender run --sql "SELECT phone AS to, name FROM customers" \\
+      batch-sender run --sql 'SELECT phone AS "to", name FROM customers' \\
           --source-db postgresql://reader@db/crm --name crm-2026-11-25 --text "Hi {name}"
+      batch-sender run --sql "SELECT phone, name FROM customers" --to-column phone \\
+          --source-db mysql://reader@db/crm --name crm-2026-11-25 --text "Hi {name}"
+      export-customers | batch-sender run - --name crm-2026-11-25 --text "Hi {name}"
       batch-sender run campaign.csv --text "Hello" --dry-run --json
 
       batch-sender run daily.csv --window 08:00-20:00 --not-after 1d --metrics-file m.prom
@@ -353,7 +368,7 @@ def run(
             controls = _controls(window=window, tz=tz, not_after=not_after)
             extra_params = _schedule(at_time, validity, params, controls.zone)
             source, name = _open_source(
-                source_file, sql, sql_file, source_db, name, to_column, delimiter
+                source_file, sql, sql_file, source_db, name, to_column, delimiter, encoding
             )
             if binary and unicode:
                 raise InputError("--binary and --unicode do not go together")
@@ -417,6 +432,7 @@ def _open_source(
     name: str | None,
     to_column: str,
     delimiter: str | None,
+    encoding: str | None = None,
 ) -> tuple[sources.Source, str]:
     """The recipients' source (validated: header, number column) and the campaign's name."""
     if sql_file is not None:
@@ -430,7 +446,19 @@ def _open_source(
             raise InputError("--sql needs --name (there is no file name to derive it from)")
         return sources.open_sql(source_db, sql, to_column=to_column), name
     assert source_file is not None
-    source = sources.open_csv(source_file, to_column=to_column, delimiter=delimiter)
+    if str(source_file) == "-":
+        if not name:
+            raise InputError("reading standard input (-) needs --name (there is no file name)")
+        stdin = click.get_binary_stream("stdin")
+        return (
+            sources.open_csv_stream(
+                stdin, to_column=to_column, delimiter=delimiter, encoding=encoding
+            ),
+            name,
+        )
+    source = sources.open_csv(
+        source_file, to_column=to_column, delimiter=delimiter, encoding=encoding
+    )
     return source, name or f"{source_file.stem}-{date.today().isoformat()}"
 
 

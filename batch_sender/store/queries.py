@@ -349,7 +349,7 @@ class Store:
             except ImportError as exc:
                 raise StoreError(
                     f"no database driver for {engines.masked(url)}: {exc}; "
-                    "install batch-sender[postgres] or batch-sender[mysql]"
+                    f"install it: {engines.driver_hint(url)}"
                 ) from exc
             store = cls(engine, url)
             try:

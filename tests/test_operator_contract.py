@@ -1,0 +1,198 @@
+"""What an operator types at 2 a.m., through the real CLI: encodings, standard input, database
+URLs and locations, the configuration as written, one error style, install and start-up cost.
+
+Most tests run the installed console script in a subprocess (as cron does); the rest use click's
+runner where what is checked is the CLI's own parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_db import fresh_db_url
+from sqlalchemy import create_engine, text
+
+Script = Callable[..., subprocess.CompletedProcess[str]]
+
+ROWS = "to,name\n27821000001,Renée\n27821000002,Zoë\n"
+
+
+def error_line(stderr: str) -> str:
+    """The one `batch-sender: error:` line of a refused command (log lines aside)."""
+    lines = [line for line in stderr.strip().splitlines() if " INFO " not in line]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("batch-sender: error: "), stderr
+    return lines[0].removeprefix("batch-sender: error: ")
+
+
+def dry_run_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+# -- 5: Excel's exports -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-8-sig"])
+def test_csv_with_a_byte_order_mark_is_read_in_its_encoding(
+    tmp_path: Path, bs_script: Script, codec: str
+) -> None:
+    data = ROWS.encode(codec)
+    if codec == "utf-16-be":
+        data = b"\xfe\xff" + data  # Python's utf-16-be writes no BOM; Excel's export has one
+    path = tmp_path / "excel.csv"
+    path.write_bytes(data)
+    result = bs_script("run", str(path), "--text", "Hi {name}", "--dry-run", "--json")
+    report = dry_run_json(result)
+    assert report["recipients"] == 2
+    assert report["non_gsm_characters"] == {"ë": 1}  # Zoë read as Zoë, not as mojibake
+
+
+def test_cp1252_csv_is_refused_with_the_encoding_flag_named_then_read_with_it(
+    tmp_path: Path, bs_script: Script
+) -> None:
+    path = tmp_path / "windows.csv"
+    path.write_bytes(ROWS.encode("cp1252"))
+    refused = bs_script("run", str(path), "--text", "Hi {name}", "--dry-run")
+    assert refused.returncode == 2
+    assert "--encoding cp1252" in error_line(refused.stderr)
+    read = bs_script(
+        "run", str(path), "--encoding", "cp1252", "--text", "Hi {name}", "--dry-run", "--json"
+    )
+    assert dry_run_json(read)["non_gsm_characters"] == {"ë": 1}
+
+
+def test_unknown_encoding_is_exit_2(tmp_path: Path, bs_script: Script) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(ROWS, encoding="utf-8")
+    result = bs_script("run", str(path), "--encoding", "klingon", "--text", "Hi", "--dry-run")
+    assert result.returncode == 2
+    assert "unknown encoding 'klingon'" in error_line(result.stderr)
+
+
+# -- 8: standard input and the --sql examples ---------------------------------------------------
+
+
+def test_dash_reads_the_campaign_from_standard_input_and_resumes_on_the_same_content(
+    tmp_path: Path, simulator: Any
+) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    env = {
+        **os.environ,
+        "BATCH_SENDER_DB": db,
+        "BATCH_SENDER_GATEWAY_URL": simulator.url,
+        "CLICKATELL_API_ID": str(simulator.credentials.api_id),
+        "CLICKATELL_USER": simulator.credentials.user,
+        "CLICKATELL_PASSWORD": simulator.credentials.password,
+    }
+    exe = str(Path(sys.executable).parent / "batch-sender")
+    args = [exe, "run", "-", "--name", "piped", "--text", "Hi {name}", "--json"]
+    first = subprocess.run(
+        args, input=ROWS.encode("utf-16"), env=env, capture_output=True, timeout=120, check=False
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["counts"] == {"sent": 2}
+    again = subprocess.run(
+        args, input=ROWS.encode("utf-16"), env=env, capture_output=True, timeout=120, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["staged"] is False  # the same content: the same campaign
+    assert simulator.accepted_count == 2  # nobody got it twice
+
+
+def test_dash_without_a_name_is_exit_2_and_stages_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    exe = str(Path(sys.executable).parent / "batch-sender")
+    result = subprocess.run(
+        [exe, "run", "-", "--text", "Hi"],
+        input=ROWS.encode(),
+        env={**os.environ, "BATCH_SENDER_DB": f"sqlite:///{db}"},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "needs --name" in error_line(result.stderr.decode())
+    assert not db.exists()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def crm_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A source database with a ``customers`` table (phone, name), on each engine."""
+    kind = request.param
+    gen = fresh_db_url(kind, tmp_path / "crm") if kind != "sqlite" else None
+    if gen is None:
+        (tmp_path / "crm").mkdir()
+        url = f"sqlite:///{tmp_path / 'crm' / 'crm.db'}"
+    else:
+        url = next(gen)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE customers (phone VARCHAR(20), name VARCHAR(20))"))
+        conn.execute(
+            text("INSERT INTO customers VALUES ('27821000001', 'Ann'), ('27821000002', 'Bo')")
+        )
+    engine.dispose()
+    yield url
+    if gen is not None:
+        gen.close()
+
+
+def help_examples(bs_script: Script) -> list[str]:
+    """The --sql queries the `run --help` examples show."""
+    shown = bs_script("run", "--help").stdout
+    queries = []
+    for line in shown.splitlines():
+        line = line.strip()
+        if line.startswith("batch-sender run --sql"):
+            rest = line.removeprefix("batch-sender run --sql ").strip()
+            quote = rest[0]
+            queries.append((rest[1 : rest.index(quote, 1)], "--to-column phone" in line))
+    assert len(queries) == 2, shown
+    return queries  # type: ignore[return-value]
+
+
+def test_the_help_sql_examples_run_on_each_database(
+    tmp_path: Path, bs_script: Script, crm_url: str
+) -> None:
+    for query, by_column in help_examples(bs_script):
+        extra = ["--to-column", "phone"] if by_column else []
+        result = bs_script(
+            "run", "--sql", query, "--source-db", crm_url, "--name", "crm", *extra,
+            "--text", "Hi {name}", "--dry-run", "--json",
+        )  # fmt: skip
+        assert dry_run_json(result)["recipients"] == 2, query
+
+
+# -- 7: database URLs without a driver -----------------------------------------------------------
+
+
+def test_mysql_and_mariadb_urls_without_a_driver_use_the_installed_pymysql(
+    tmp_path: Path, bs_script: Script
+) -> None:
+    gen = fresh_db_url("mariadb", tmp_path)
+    url = next(gen)
+    try:
+        bare = url.replace("mysql+pymysql://", "mysql://")
+        upgraded = bs_script("db", "upgrade", "--db", bare)
+        assert upgraded.returncode == 0, upgraded.stderr
+        listed = bs_script("suppress", "list", "--db", url.replace("mysql+pymysql://", "mariadb://"))
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        gen.close()
+
+
+def test_a_missing_driver_names_the_extra_that_installs_it(tmp_path: Path, bs_script: Script) -> None:
+    result = bs_script("db", "upgrade", "--db", "mysql+mysqldb://root@127.0.0.1/none")
+    assert result.returncode == 2
+    message = error_line(result.stderr)
+    assert "batch-sender[mysql]" in message
+    assert "batch-sender[postgres]" not in message
