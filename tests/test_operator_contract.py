@@ -184,13 +184,17 @@ def test_mysql_and_mariadb_urls_without_a_driver_use_the_installed_pymysql(
         bare = url.replace("mysql+pymysql://", "mysql://")
         upgraded = bs_script("db", "upgrade", "--db", bare)
         assert upgraded.returncode == 0, upgraded.stderr
-        listed = bs_script("suppress", "list", "--db", url.replace("mysql+pymysql://", "mariadb://"))
+        listed = bs_script(
+            "suppress", "list", "--db", url.replace("mysql+pymysql://", "mariadb://")
+        )
         assert listed.returncode == 0, listed.stderr
     finally:
         gen.close()
 
 
-def test_a_missing_driver_names_the_extra_that_installs_it(tmp_path: Path, bs_script: Script) -> None:
+def test_a_missing_driver_names_the_extra_that_installs_it(
+    tmp_path: Path, bs_script: Script
+) -> None:
     result = bs_script("db", "upgrade", "--db", "mysql+mysqldb://root@127.0.0.1/none")
     assert result.returncode == 2
     message = error_line(result.stderr)

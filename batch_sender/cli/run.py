@@ -100,7 +100,7 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--sql",
-    help='Read recipients from this SQL query (with --source-db); name the number column '
+    help="Read recipients from this SQL query (with --source-db); name the number column "
     '"to" (SELECT phone AS "to") or give --to-column.',
 )
 @click.option(

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import os
 import shutil
 import tempfile
 from collections.abc import Generator, Iterator
@@ -320,10 +321,10 @@ def open_csv_stream(
     is closed. Its ``identity`` is its content: piping the same export again resumes the
     campaign.
     """
-    spool = tempfile.NamedTemporaryFile(prefix="batch-sender-", suffix=".csv", delete=False)
-    spool_path = Path(spool.name)
+    fd, name = tempfile.mkstemp(prefix="batch-sender-", suffix=".csv")
+    spool_path = Path(name)
     try:
-        with spool:
+        with os.fdopen(fd, "wb") as spool:
             shutil.copyfileobj(stream, spool, _READ_CHUNK)
         source = open_csv(
             spool_path,

@@ -55,7 +55,7 @@ def with_driver(url: str | URL) -> URL:
 
 
 def driver_hint(url: str | URL) -> str:
-    """What to install for ``url``'s driver: the extra for the databases we test, else the driver."""
+    """What to install for ``url``'s driver: our extra for the databases we test."""
     try:
         parsed = make_url(url)
     except ArgumentError:
