@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
-    "DEFAULT_DB_URL",
+    "DB_FILE_NAME",
     "DEFAULT_GATEWAY_URL",
     "DEFAULT_MAX_WAIT",
     "MAX_CHUNK_SIZE",
@@ -22,7 +22,8 @@ __all__ = [
     "RunSettings",
 ]
 
-DEFAULT_DB_URL = "sqlite:///batch_sender.db"
+#: the default results database: this file in the user's state directory (see cli.common)
+DB_FILE_NAME = "batch_sender.db"
 DEFAULT_GATEWAY_URL = "https://api.clickatell.com/soap/document_literal/webservice"
 DEFAULT_CHUNK_SIZE = 100  # recipients per sendmsg request
 MAX_CHUNK_SIZE = 300  # the SOAP API's limit of <to> elements per request

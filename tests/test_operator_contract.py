@@ -200,3 +200,119 @@ def test_a_missing_driver_names_the_extra_that_installs_it(
     message = error_line(result.stderr)
     assert "batch-sender[mysql]" in message
     assert "batch-sender[postgres]" not in message
+
+
+# -- 6: one absolute per-user database; read commands create and migrate nothing -----------------
+
+
+def console(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    unset: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """The console script with the environment given (``unset`` names removed), in ``cwd``."""
+    full = {k: v for k, v in os.environ.items() if k not in ("BATCH_SENDER_DB", *unset)}
+    full.update(env or {})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "batch-sender"), *args],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_the_default_database_is_one_per_user_file_whatever_the_directory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    env = {"XDG_STATE_HOME": str(state)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "c.csv").write_text(ROWS, encoding="utf-8")
+    sent = console("run", "c.csv", "--text", "Hi", "--simulator", env=env, cwd=tmp_path / "a")
+    assert sent.returncode == 0, sent.stderr
+    db = state / "batch-sender" / "batch_sender.db"
+    assert db.is_file()
+    assert not (tmp_path / "a" / "batch_sender.db").exists()
+    report = console("report", env=env, cwd=tmp_path / "b")  # cron's $HOME is elsewhere
+    assert report.returncode == 0, report.stderr
+    assert "sent          2" in report.stdout
+    shown = console("config", "show", "--json", env=env, cwd=tmp_path / "b")
+    rows = {r["name"]: r for r in json.loads(shown.stdout)["settings"]}
+    assert rows["db"]["value"] == f"sqlite:///{db}"
+    assert rows["db"]["source"] == "default"
+
+
+def test_without_xdg_state_home_the_default_is_under_home(tmp_path: Path) -> None:
+    shown = console(
+        "config", "show", "--json", env={"HOME": str(tmp_path)}, unset=("XDG_STATE_HOME",)
+    )
+    rows = {r["name"]: r for r in json.loads(shown.stdout)["settings"]}
+    assert rows["db"]["value"] == f"sqlite:///{tmp_path}/.local/state/batch-sender/batch_sender.db"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["report"],
+        ["report", "c-2026-01-01", "--format", "csv"],
+        ["suppress", "list"],
+        ["suppress", "remove", "27821000001"],
+        ["track", "c-2026-01-01"],
+        ["reconcile", "c-2026-01-01"],
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_read_command_on_a_missing_database_is_exit_2_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    state = tmp_path / "state"
+    result = console(*command, env={"XDG_STATE_HOME": str(state)}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "no results database at" in error_line(result.stderr)
+    assert not state.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_command_never_migrates_it_says_to_run_db_upgrade(tmp_path: Path) -> None:
+    from batch_sender.store import Store, migrate
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store.open(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        migrate.downgrade(conn, "-1")
+        old = migrate.current(conn)
+    for command in (["report"], ["suppress", "list"]):
+        refused = console(*command, "--db", url)
+        assert refused.returncode == 2
+        assert "batch-sender db upgrade" in error_line(refused.stderr)
+    with engine.connect() as conn:
+        assert migrate.current(conn) == old  # untouched
+    engine.dispose()
+    upgraded = console("db", "upgrade", "--db", url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert console("suppress", "list", "--db", url).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_read_command_on_an_empty_server_database_creates_no_table(
+    tmp_path: Path, kind: str
+) -> None:
+    gen = fresh_db_url(kind, tmp_path)
+    url = next(gen)
+    try:
+        result = console("report", "--db", url)
+        assert result.returncode == 2
+        assert "no batch-sender tables" in error_line(result.stderr)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            from sqlalchemy import inspect
+
+            assert inspect(conn).get_table_names() == []
+        engine.dispose()
+    finally:
+        gen.close()

@@ -23,10 +23,12 @@ import click
 from batch_sender import campaign, observe, prepare, report, sources, windows
 from batch_sender.cli.common import (
     LOG_FORMATS,
+    check_writable,
     db_option,
     errors,
     gateway_settings,
     gateway_url_option,
+    open_store,
     set_log_format,
 )
 from batch_sender.config import (
@@ -365,6 +367,7 @@ def run(
     result: campaign.RunResult | None = None
     try:
         with errors():
+            check_writable(None if dry_run else metrics_file, "metrics file")
             controls = _controls(window=window, tz=tz, not_after=not_after)
             extra_params = _schedule(at_time, validity, params, controls.zone)
             source, name = _open_source(
@@ -506,7 +509,6 @@ def _send(
     controls: _Controls | None = None,
 ) -> campaign.RunResult:
     from batch_sender.prepare import Preparer
-    from batch_sender.store import Store
 
     preparer = Preparer(settings, source.columns)  # bad options or columns fail before any I/O
     with contextlib.ExitStack() as stack:
@@ -523,7 +525,7 @@ def _send(
                 read_timeout=gateway.read_timeout,
             )
             log.info("sending to the built-in simulator at %s", sim.url)
-        store = stack.enter_context(Store.open(db_url))
+        store = stack.enter_context(open_store(db_url, "create"))
         if controls is not None:
             store.before_claim = controls.gate(store)
         client = stack.enter_context(

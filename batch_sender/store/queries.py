@@ -381,10 +381,15 @@ class Store:
         """Refuse to work on a schema this version does not know."""
         with self._engine.connect() as conn:
             at = migrate.current(conn)
+        if at is None:
+            raise StoreError(
+                f"the results database {engines.masked(self._url)} has no batch-sender tables "
+                "(nothing has been sent with it yet; `batch-sender db upgrade` creates them)"
+            )
         if at != migrate.head():
             raise StoreError(
                 f"the results database {engines.masked(self._url)} is at revision "
-                f"{at or 'none (empty)'}, this batch-sender needs {migrate.head()}: "
+                f"{at}, this batch-sender needs {migrate.head()}: "
                 "run `batch-sender db upgrade`"
             )
 
