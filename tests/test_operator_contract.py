@@ -316,3 +316,113 @@ def test_a_read_command_on_an_empty_server_database_creates_no_table(
         engine.dispose()
     finally:
         gen.close()
+
+
+# -- 11: the configuration as the user writes it; one error style ------------------------------
+
+
+def write_config(tmp_path: Path, text_: str) -> Path:
+    path = tmp_path / "batch-sender.toml"
+    path.write_text(text_, encoding="utf-8")
+    return path
+
+
+def test_config_show_lists_the_keys_and_flags_a_user_writes(tmp_path: Path) -> None:
+    shown = console("config", "show", "run", "--from", "Shop", "--at", "2030-01-01 09:00")
+    assert shown.returncode == 0, shown.stderr
+    names = [line.split()[0] for line in shown.stdout.splitlines() if not line.startswith("#")]
+    assert {"from", "at", "db", "chunk-size", "gateway-url"} <= set(names)
+    assert not {"sender", "at_time", "db_url", "chunk_size", "fmt"} & set(names)
+    report = console("config", "show", "report", "--json")
+    rows = {r["name"]: r for r in json.loads(report.stdout)["settings"]}
+    assert rows["format"]["flag"] == "--format"
+    assert rows["output"] == {"name": "output", "flag": "-o/--output", "value": "-",
+                              "source": "default"}  # fmt: skip
+    assert "TextIOWrapper" not in report.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ('[run]\nchunk-size = "fifty"\n', "[run] chunk-size = 'fifty': 'fifty' is not a valid"),
+        ('[run]\nparam = "validity=5"\n', "[run] param = 'validity=5': expected a list"),
+        ('[run]\nfrom = "a-sender-id-too-long"\n', "[run] from = 'a-sender-id-too-long'"),
+        ('[run]\nfrom = "Shop"\nsender = "Other"\n', "sets both 'from' and 'sender'"),
+        ("chunk_size = 5\nchunk-size = 6\n", "'chunk-size' is set twice"),
+    ],
+    ids=["type", "list", "callback", "from-and-sender", "dash-and-underscore"],
+)
+def test_a_bad_file_value_names_the_file_and_key_not_a_flag(
+    tmp_path: Path, content: str, expect: str
+) -> None:
+    path = write_config(tmp_path, content)
+    (tmp_path / "c.csv").write_text(ROWS, encoding="utf-8")
+    result = console("--config", str(path), "run", "c.csv", "--text", "Hi", "--dry-run")
+    assert result.returncode == 2
+    message = error_line(result.stderr)
+    assert message.startswith(f"configuration file {path}: "), message
+    assert expect in message
+    assert "Invalid value for '--" not in message
+
+
+def test_a_relative_credentials_file_is_read_from_the_config_files_directory(
+    tmp_path: Path, simulator: Any
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    creds = simulator.credentials
+    secret = etc / "credentials"
+    secret.write_text(
+        f"api_id={creds.api_id}\nuser={creds.user}\npassword={creds.password}\n", encoding="utf-8"
+    )
+    secret.chmod(0o600)
+    path = write_config(etc, f'credentials_file = "credentials"\ngateway_url = "{simulator.url}"\n')
+    (tmp_path / "c.csv").write_text(ROWS, encoding="utf-8")
+    env = {"CLICKATELL_API_ID": "", "CLICKATELL_USER": "", "CLICKATELL_PASSWORD": "",
+           "BATCH_SENDER_GATEWAY_URL": ""}  # fmt: skip
+    result = console(
+        "--config", str(path), "run", "c.csv", "--text", "Hi", "--db",
+        f"sqlite:///{tmp_path / 'r.db'}", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert simulator.accepted_count == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "c.csv", "--chunksize", "4"],
+        ["run", "c.csv", "--chunk-size", "x"],
+        ["no-such-command"],
+        ["report", "--format", "xml"],
+    ],
+    ids=["unknown-option", "bad-value", "unknown-command", "bad-choice"],
+)
+def test_click_usage_errors_print_our_one_line_style(tmp_path: Path, args: list[str]) -> None:
+    result = console(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    message = error_line(result.stderr)
+    assert "--help`)" in message
+    assert "Usage:" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "-o", "{tmp}/missing/out.txt"],
+        ["report", "-o", "/dev/full"],
+        ["report", "--html", "{tmp}/missing/r.html"],
+        ["run", "c.csv", "--text", "Hi", "--simulator", "--metrics-file", "{tmp}/missing/m.prom"],
+    ],
+    ids=["output-dir", "output-full", "html", "metrics"],
+)
+def test_an_output_file_that_cannot_be_written_is_exit_2(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "c.csv").write_text(ROWS, encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    made = console("run", "c.csv", "--name", "first", "--text", "Hi", "--simulator", "--db", db,
+                   cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    result = console(*[a.format(tmp=tmp_path) for a in args], "--db", db, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "batch-sender: error: cannot write" in result.stderr  # (run also logs the metrics)
+    assert "Traceback" not in result.stderr

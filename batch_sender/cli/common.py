@@ -331,8 +331,7 @@ def open_store(url: str, mode: StoreMode) -> Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(
-                f"cannot create the results database directory {path.parent}: "
-                f"{exc.strerror or exc}"
+                f"cannot create the results database directory {path.parent}: {exc.strerror or exc}"
             ) from exc
     return Store.open(url, upgrade=True)
 
