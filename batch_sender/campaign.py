@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TypeVar
 
-from batch_sender import prepare, settle
+from batch_sender import config, prepare, settle
 from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
 from batch_sender.delivery import cost
 from batch_sender.errors import (
@@ -59,7 +59,7 @@ STATUS_STOPPED = "stopped"
 STATUS_INTERRUPTED = "interrupted"
 STATUS_RUNNING = "running"
 
-DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbeat
+DEFAULT_LEASE = config.DEFAULT_LEASE  # seconds a claim stays a live worker's without a heartbeat
 HEARTBEATS_PER_LEASE = 3  # heartbeats per lease: two may be missed before others settle the rows
 FINISH_POLL = 0.5  # seconds between looks at other workers' in-flight rows at the end of a run
 FINISH_MARGIN = 30.0  # seconds added to 2 leases: settling takes a while (grace, querymsg)

@@ -13,6 +13,8 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DB_FILE_NAME",
     "DEFAULT_GATEWAY_URL",
+    "DEFAULT_LEASE",
+    "DEFAULT_STOP_KEYWORDS",
     "DEFAULT_MAX_WAIT",
     "MAX_CHUNK_SIZE",
     "SEND_PROCESS_MIN_ROWS",
@@ -31,6 +33,11 @@ DEFAULT_CONCURRENCY = 4  # requests in flight
 DEFAULT_MAX_WAIT = 3600.0  # seconds: the longest ERR 130 pause before the run stops instead
 DEFAULT_MAX_ATTEMPTS = 6  # tries of one request on retryable errors
 DEFAULT_MAX_PARTS = 35  # the gateway's ceiling on message parts (concat)
+DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbeat
+#: first words of an inbound reply that opt its sender out (``callbacks --stop-keyword``)
+DEFAULT_STOP_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "OPT-OUT"}
+)
 #: ``--send-process``: requests go out from a process of their own ("always"), from threads of
 #: the run's process ("never"), or the former for campaigns of at least SEND_PROCESS_MIN_ROWS
 SEND_PROCESS_MODES = ("auto", "always", "never")

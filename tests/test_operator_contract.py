@@ -426,3 +426,45 @@ def test_an_output_file_that_cannot_be_written_is_exit_2(tmp_path: Path, args: l
     assert result.returncode == 2, result.stderr
     assert "batch-sender: error: cannot write" in result.stderr  # (run also logs the metrics)
     assert "Traceback" not in result.stderr
+
+
+# -- 13: start-up cost, version, licence ------------------------------------------------------
+
+HEAVY = ("sqlalchemy", "alembic", "httpx", "lxml", "phonenumbers")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["report", "--help"],
+        ["suppress", "add", "--help"],
+        ["callbacks", "--help"],
+        ["--version"],
+    ],  # fmt: skip
+    ids=lambda a: " ".join(a),
+)
+def test_help_imports_none_of_the_heavy_libraries(args: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from batch_sender.cli import main\n"
+        f"sys.argv = ['batch-sender', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules], code, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[] 0", result.stderr
+
+
+def test_version_is_single_sourced() -> None:
+    import importlib.metadata
+
+    import batch_sender
+
+    shown = console("--version")
+    assert shown.returncode == 0
+    assert shown.stdout.split()[-1] == batch_sender.__version__
+    assert importlib.metadata.version("batch-sender") == batch_sender.__version__

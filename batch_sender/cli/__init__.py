@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from batch_sender import settings_file
+from batch_sender import __version__, settings_file
 from batch_sender.cli import admin, common, delivery, operators, run
 
 __all__ = ["cli", "main"]
@@ -20,7 +20,7 @@ __all__ = ["cli", "main"]
     cls=common.Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(package_name="batch-sender")
+@click.version_option(__version__, prog_name="batch-sender")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail to stderr.")
 @click.option(
     "--config",

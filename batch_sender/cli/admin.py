@@ -7,13 +7,12 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from batch_sender import campaign
-from batch_sender import report as reports
 from batch_sender.cli.common import (
+    LazyModule,
     check_writable,
     db_option,
     errors,
@@ -22,6 +21,13 @@ from batch_sender.cli.common import (
     open_store,
 )
 from batch_sender.errors import InputError
+
+if TYPE_CHECKING:
+    from batch_sender import campaign
+    from batch_sender import report as reports
+else:  # imported when a command runs, not for --help
+    campaign = LazyModule("batch_sender.campaign")
+    reports = LazyModule("batch_sender.report")
 
 
 @click.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -20,6 +21,21 @@ if TYPE_CHECKING:
     from batch_sender.store import Store
 
 log = logging.getLogger("batch_sender")
+
+
+class LazyModule:
+    """A module imported when first used: ``--help`` must not pay for SQLAlchemy, Alembic,
+    httpx, lxml and phonenumbers (0.5 s), which only the commands' work needs.
+
+    A command module writes ``campaign = LazyModule("batch_sender.campaign")`` (the real import
+    under ``TYPE_CHECKING``) and uses ``campaign.run`` as before.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
 
 
 class Fail(click.ClickException):

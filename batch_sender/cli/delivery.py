@@ -10,7 +10,7 @@ from types import FrameType
 import click
 from click.core import ParameterSource
 
-from batch_sender import redact, settings_file, suppression
+from batch_sender import redact, settings_file
 from batch_sender.cli.common import (
     db_option,
     errors,
@@ -18,8 +18,8 @@ from batch_sender.cli.common import (
     gateway_url_option,
     open_store,
 )
+from batch_sender.config import DEFAULT_STOP_KEYWORDS
 from batch_sender.errors import InputError
-from batch_sender.suppression import DEFAULT_STOP_KEYWORDS
 
 DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
 
@@ -96,6 +96,7 @@ def callbacks(
           --token-file /etc/batch-sender/callback-token
       # callback URL: https://sms.example.com:8098/clickatell?token=<the file's token>
     """
+    from batch_sender import suppression
     from batch_sender.delivery.callbacks import CallbackAuth, CallbackServer
     from batch_sender.store.delivery import DeliveryStore
 

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from batch_sender import settings_file, suppression
-from batch_sender.cli.common import config_file, db_option, errors, open_store, option_key
+from batch_sender import settings_file
+from batch_sender.cli.common import (
+    LazyModule,
+    config_file,
+    db_option,
+    errors,
+    open_store,
+    option_key,
+)
+
+if TYPE_CHECKING:
+    from batch_sender import suppression
+else:  # imported when a command runs, not for --help
+    suppression = LazyModule("batch_sender.suppression")
 
 country_option = click.option(
     "--country", help="Default region for national-format numbers (ISO code, e.g. ZA)."

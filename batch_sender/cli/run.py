@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from datetime import date, tzinfo
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from batch_sender import campaign, observe, prepare, report, sources, windows
+from batch_sender import observe
 from batch_sender.cli.common import (
     LOG_FORMATS,
+    LazyModule,
     check_writable,
     db_option,
     errors,
@@ -34,6 +35,7 @@ from batch_sender.cli.common import (
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PARTS,
     DEFAULT_MAX_WAIT,
@@ -52,7 +54,16 @@ from batch_sender.errors import (
     InputError,
     StoreError,
 )
-from batch_sender.sender import SendProgress
+
+if TYPE_CHECKING:
+    from batch_sender import campaign, prepare, report, sources, windows
+    from batch_sender.sender import SendProgress
+else:  # imported when a command runs, not for --help
+    campaign = LazyModule("batch_sender.campaign")
+    prepare = LazyModule("batch_sender.prepare")
+    report = LazyModule("batch_sender.report")
+    sources = LazyModule("batch_sender.sources")
+    windows = LazyModule("batch_sender.windows")
 
 log = logging.getLogger("batch_sender")
 
@@ -229,7 +240,7 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option(
     "--lease",
     type=click.FloatRange(min=1),
-    default=campaign.DEFAULT_LEASE,
+    default=DEFAULT_LEASE,
     show_default=True,
     help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
 )
@@ -505,7 +516,7 @@ def _send(
     *,
     simulator: bool,
     as_json: bool,
-    lease: float = campaign.DEFAULT_LEASE,
+    lease: float = DEFAULT_LEASE,
     controls: _Controls | None = None,
 ) -> campaign.RunResult:
     from batch_sender.prepare import Preparer
