@@ -463,10 +463,9 @@ def _open_source(
     if str(source_file) == "-":
         if not name:
             raise InputError("reading standard input (-) needs --name (there is no file name)")
-        stdin = click.get_binary_stream("stdin")
         return (
             sources.open_csv_stream(
-                stdin, to_column=to_column, delimiter=delimiter, encoding=encoding
+                sys.stdin.buffer, to_column=to_column, delimiter=delimiter, encoding=encoding
             ),
             name,
         )
