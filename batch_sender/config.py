@@ -71,6 +71,9 @@ class MessageOptions:
     callback: int | None = None  # msg_callback level 0-7
     params: tuple[tuple[str, str], ...] = ()  # other sendmsg elements, validated names
     max_parts: int = DEFAULT_MAX_PARTS  # longer texts are rejected at staging
+    #: replace typographic quotes, dashes, ellipses and spaces by GSM ones when that makes a
+    #: text GSM (sms.smarten); part of the campaign's fingerprint only when on
+    smart_encoding: bool = False
 
 
 @dataclass(frozen=True, slots=True)

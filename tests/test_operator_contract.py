@@ -468,3 +468,79 @@ def test_version_is_single_sourced() -> None:
     assert shown.returncode == 0
     assert shown.stdout.split()[-1] == batch_sender.__version__
     assert importlib.metadata.version("batch-sender") == batch_sender.__version__
+
+
+# -- 14: --smart-encoding ---------------------------------------------------------------------
+
+CURLY = "Hi {name}, don’t miss our “winter sale” – 50% off… this weekend only, at every store"
+
+
+def smart_env(tmp_path: Path, simulator: Any) -> dict[str, str]:
+    return {
+        "BATCH_SENDER_DB": f"sqlite:///{tmp_path / 'r.db'}",
+        "BATCH_SENDER_GATEWAY_URL": simulator.url,
+        "CLICKATELL_API_ID": str(simulator.credentials.api_id),
+        "CLICKATELL_USER": simulator.credentials.user,
+        "CLICKATELL_PASSWORD": simulator.credentials.password,
+    }
+
+
+def test_the_dry_run_names_each_character_smart_encoding_changes_and_the_parts_saved(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "c.csv").write_text(ROWS, encoding="utf-8")
+    off = console("run", "c.csv", "--text", CURLY, "--dry-run", cwd=tmp_path)
+    assert off.returncode == 0, off.stderr
+    line = next(ln for ln in off.stdout.splitlines() if ln.startswith("smart_encoding:"))
+    assert line.startswith("smart_encoding: off; --smart-encoding would replace '’' -> \"'\"")
+    assert "'…' -> '...' (1 row)" in line  # Renée's text; Zoë's ë needs UCS-2 anyway
+    assert line.endswith("and save 1 part (1 credit at 1 per part)")
+    on = console("run", "c.csv", "--text", CURLY, "--dry-run", "--smart-encoding", "--json",
+                 cwd=tmp_path)  # fmt: skip
+    report = json.loads(on.stdout)
+    assert report["parts"] == 3 and report["unicode_recipients"] == 1  # Zoë's ë: UCS-2, 2 parts
+    assert report["smart_encoding"]["parts_saved"] == 1
+    assert report["smart_encoding"]["characters"]["–"] == {"rows": 1, "becomes": "-"}
+
+
+def test_smart_encoding_sends_gsm_text_and_is_part_of_the_campaign_identity(
+    tmp_path: Path, simulator: Any
+) -> None:
+    (tmp_path / "c.csv").write_text(ROWS.replace("Zoë", "Zoe"), encoding="utf-8")
+    env = smart_env(tmp_path, simulator)
+    sent = console("run", "c.csv", "--name", "smart", "--text", CURLY, "--smart-encoding",
+                   env=env, cwd=tmp_path)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert "smart_encoding: replaces" in sent.stderr  # the run says so too, never silently
+    texts = {m.text for m in simulator.accepted}
+    assert texts == {
+        'Hi Renée, don\'t miss our "winter sale" - 50% off... this weekend only, at every store',
+        'Hi Zoe, don\'t miss our "winter sale" - 50% off... this weekend only, at every store',
+    }
+    assert not any(m.unicode for m in simulator.accepted)
+    resumed = console("run", "c.csv", "--name", "smart", "--text", CURLY, "--smart-encoding",
+                      env=env, cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    toggled = console("run", "c.csv", "--name", "smart", "--text", CURLY, env=env, cwd=tmp_path)
+    assert toggled.returncode == 2  # other texts: another campaign, not a silent resume
+    assert "different source, text or options" in error_line(toggled.stderr)
+    assert simulator.accepted_count == 2
+
+
+def test_a_campaign_without_smart_encoding_keeps_its_fingerprint() -> None:
+    import hashlib
+    from dataclasses import asdict
+
+    from batch_sender import campaign
+    from batch_sender.config import MessageOptions, RunSettings
+
+    class Source:
+        identity = "csv sha256=0 size=0"
+
+    settings = RunSettings(name="n", text="Hi", message=MessageOptions(sender="Shop"))
+    message = asdict(settings.message)
+    del message["smart_encoding"]  # the options as earlier versions recorded them
+    before = {"source": Source.identity, "text": "Hi", "country": None, "strict": False,
+              "message": message}  # fmt: skip
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()
+    assert campaign.fingerprint(Source(), settings) == expected  # type: ignore[arg-type]

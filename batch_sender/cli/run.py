@@ -144,6 +144,13 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     default=None,
     help="Force UCS-2 or GSM. Default: GSM when every character fits, else UCS-2.",
 )
+@click.option(
+    "--smart-encoding",
+    is_flag=True,
+    help="Replace curly quotes, dashes, ellipses and odd spaces by their GSM equivalents when "
+    "that makes a text GSM (160 characters a part instead of 70). The dry run lists each "
+    "character and the parts saved.",
+)
 @click.option("--udh", help="User data header, hex (binary messages).")
 @click.option("--binary", is_flag=True, help="The text is a hex payload (binary message).")
 @click.option(
@@ -318,6 +325,7 @@ def run(
     sender: str | None,
     flash: bool,
     unicode: bool | None,
+    smart_encoding: bool,
     udh: str | None,
     binary: bool,
     callback: int | None,
@@ -401,6 +409,7 @@ def run(
                     callback=callback,
                     params=_params(params) + extra_params,
                     max_parts=max_parts,
+                    smart_encoding=smart_encoding,
                 ),
                 chunk_size=chunk_size,
                 concurrency=concurrency,
@@ -489,9 +498,32 @@ def _dry_run(settings: RunSettings, source: sources.Source, db_url: str, *, as_j
         click.echo(json.dumps(data))
     else:
         for key, value in data.items():
-            if key not in ("numbers_interpreted", "countries"):
+            if key not in ("numbers_interpreted", "countries", "smart_encoding"):
                 click.echo(f"{key}: {value}")
         _echo_numbers(report_)
+        _echo_smart(report_.smart_encoding)
+
+
+def _echo_smart(smart: prepare.SmartEncoding) -> None:
+    """The dry run's account of --smart-encoding: each character it replaces, what it saves."""
+    if not smart.rows:
+        click.echo("smart_encoding: " + ("nothing to replace" if smart.enabled else "off"))
+        return
+    click.echo(_smart_summary(smart))
+
+
+def _smart_summary(smart: prepare.SmartEncoding) -> str:
+    from batch_sender import sms
+
+    chars = ", ".join(
+        f"{c!r} -> {sms.SMART_REPLACEMENTS[c]!r} ({n} row{'s' * (n != 1)})"
+        for c, n in smart.characters.most_common()
+    )
+    n = smart.parts_saved
+    credits = f"{n} part{'s' * (n != 1)} ({n} credit{'s' * (n != 1)} at 1 per part)"
+    if smart.enabled:
+        return f"smart_encoding: replaces {chars}; {smart.rows} texts become GSM, saving {credits}"
+    return f"smart_encoding: off; --smart-encoding would replace {chars} and save {credits}"
 
 
 def _echo_numbers(report_: prepare.DryRunReport) -> None:
@@ -556,6 +588,8 @@ def _send(
             lease=lease,
         )
         display.close()
+        if preparer.smart.rows and preparer.smart.enabled:
+            log.info("%s", _smart_summary(preparer.smart))
         if as_json:
             click.echo(json.dumps(result.as_dict()))
         else:
