@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 from datetime import date
@@ -79,6 +80,8 @@ def report(name: str | None, fmt: str, output: Path, html_file: Path | None, db_
                 else:
                     out.write(reports.render_table(built) + "\n")
         except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # `report | head`: click exits quietly, as for any command
             where = "standard output" if str(output) == "-" else str(output)
             raise InputError(f"cannot write {where}: {exc.strerror or exc}") from exc
         if html_file is not None:
