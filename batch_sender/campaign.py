@@ -164,6 +164,8 @@ def _message_identity(settings: RunSettings) -> dict[str, object]:
     """The message options, less ``deliv_time``: ``--at`` recomputes it each run (minutes)."""
     message = asdict(settings.message)
     message["params"] = [p for p in settings.message.params if p[0] != "deliv_time"]
+    if not message["smart_encoding"]:  # absent when off: earlier campaigns still match
+        del message["smart_encoding"]
     return message
 
 

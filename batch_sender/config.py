@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
-    "DEFAULT_DB_URL",
+    "DB_FILE_NAME",
     "DEFAULT_GATEWAY_URL",
+    "DEFAULT_LEASE",
+    "DEFAULT_MAX_PROCESSING",
+    "DEFAULT_STOP_KEYWORDS",
     "DEFAULT_MAX_WAIT",
     "MAX_CHUNK_SIZE",
     "PARAM_NAMES",
@@ -25,7 +28,8 @@ __all__ = [
     "check_param",
 ]
 
-DEFAULT_DB_URL = "sqlite:///batch_sender.db"
+#: the default results database: this file in the user's state directory (see cli.common)
+DB_FILE_NAME = "batch_sender.db"
 DEFAULT_GATEWAY_URL = "https://api.clickatell.com/soap/document_literal/webservice"
 DEFAULT_CHUNK_SIZE = 100  # recipients per sendmsg request
 MAX_CHUNK_SIZE = 300  # the SOAP API's limit of <to> elements per request
@@ -33,6 +37,14 @@ DEFAULT_CONCURRENCY = 4  # requests in flight
 DEFAULT_MAX_WAIT = 3600.0  # seconds: the longest ERR 130 pause before the run stops instead
 DEFAULT_MAX_ATTEMPTS = 6  # tries of one request on retryable errors
 DEFAULT_MAX_PARTS = 35  # the gateway's ceiling on message parts (concat)
+DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbeat
+#: seconds the gateway may hold a request before accepting it (settling waits this long before
+#: trusting ERR 104, "never seen"): the default --read-timeout
+DEFAULT_MAX_PROCESSING = 60.0
+#: first words of an inbound reply that opt its sender out (``callbacks --stop-keyword``)
+DEFAULT_STOP_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "OPT-OUT"}
+)
 #: ``--send-process``: requests go out from a process of their own ("always"), from threads of
 #: the run's process ("never"), or the former for campaigns of at least SEND_PROCESS_MIN_ROWS
 SEND_PROCESS_MODES = ("auto", "always", "never")
@@ -79,6 +91,9 @@ class MessageOptions:
     callback: int | None = None  # msg_callback level 0-7
     params: tuple[tuple[str, str], ...] = ()  # other sendmsg elements, validated names
     max_parts: int = DEFAULT_MAX_PARTS  # longer texts are rejected at staging
+    #: replace typographic quotes, dashes, ellipses and spaces by GSM ones when that makes a
+    #: text GSM (sms.smarten); part of the campaign's fingerprint only when on
+    smart_encoding: bool = False
 
 
 @dataclass(frozen=True, slots=True)

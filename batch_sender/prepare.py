@@ -22,7 +22,7 @@ from batch_sender.sources import Record, Source
 from batch_sender.states import Status
 from batch_sender.store.records import StagedTuple
 
-__all__ = ["DryRunReport", "Preparer", "Template", "dry_run"]
+__all__ = ["DryRunReport", "Preparer", "SmartEncoding", "Template", "dry_run"]
 
 TEXT_COLUMN = "text"  # the column holding each row's text when --text is not given
 BINARY_PAYLOAD_BYTES = 140  # one SMS carries 140 bytes of user data, UDH included
@@ -92,11 +92,46 @@ class _Payload:
     #: what follows the row number and the number in each of its rows (see ``StagedTuple``)
     tail: tuple[str, int, str, str, bool, None, None]
     non_gsm: tuple[str, ...]  # characters that forced UCS-2
+    #: --smart-encoding: the characters replaced (or, when it is off, that it would replace)
+    #: and the parts that saves per recipient; () and 0 when it changes nothing
+    smart: tuple[str, ...] = ()
+    parts_saved: int = 0
 
 
-def _payload(wire_text: str, unicode: bool, parts: int, non_gsm: tuple[str, ...]) -> _Payload:
+def _payload(
+    wire_text: str,
+    unicode: bool,
+    parts: int,
+    non_gsm: tuple[str, ...],
+    smart: tuple[str, ...] = (),
+    parts_saved: int = 0,
+) -> _Payload:
     tail = (_PENDING, parts, digest(wire_text, unicode), wire_text, unicode, None, None)
-    return _Payload(tail, non_gsm)
+    return _Payload(tail, non_gsm, smart, parts_saved)
+
+
+@dataclass(slots=True)
+class SmartEncoding:
+    """What ``--smart-encoding`` changed in a campaign's accepted rows (or would, when off).
+
+    Counted as rows are prepared, before duplicates and suppressed numbers are set aside.
+    """
+
+    enabled: bool = False
+    characters: Counter[str] = field(default_factory=Counter)  # character → rows that had it
+    rows: int = 0  # rows whose text it changes
+    parts_saved: int = 0  # message parts (credits at one per part) saved over those rows
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "enabled": self.enabled,
+            "characters": {
+                c: {"rows": n, "becomes": sms.SMART_REPLACEMENTS[c]}
+                for c, n in self.characters.most_common()
+            },
+            "rows": self.rows,
+            "parts_saved": self.parts_saved,
+        }
 
 
 class Preparer:
@@ -154,6 +189,8 @@ class Preparer:
             self._payload_of = lambda _values: static
         #: how many accepted rows had each payload's non-GSM characters
         self._non_gsm_rows: Counter[tuple[str, ...]] = Counter()
+        #: what --smart-encoding changed (or would change)
+        self.smart = SmartEncoding(enabled=self._options.smart_encoding)
 
     @property
     def non_gsm(self) -> Counter[str]:
@@ -189,7 +226,16 @@ class Preparer:
                 continue
             if payload.non_gsm:
                 non_gsm[payload.non_gsm] += 1
+            if payload.smart:
+                self._count_smart(payload)
             yield (row_no, msisdn, *payload.tail)
+
+    def _count_smart(self, payload: _Payload) -> None:
+        smart = self.smart
+        smart.rows += 1
+        smart.parts_saved += payload.parts_saved
+        for char in payload.smart:
+            smart.characters[char] += 1
 
     def _encoded(self, values: Sequence[str]) -> _Payload | str:
         """The payload of one row's text, encoded once per distinct text."""
@@ -216,6 +262,15 @@ class Preparer:
             if size > BINARY_PAYLOAD_BYTES:
                 return f"binary payload of {size} bytes exceeds {BINARY_PAYLOAD_BYTES}"
             return _payload(wire, False, 1, ())
+        smart: tuple[str, ...] = ()
+        saved = 0  # parts per recipient that --smart-encoding saves (or would, when off)
+        if options.unicode is not True:
+            smarter, smart = sms.smarten(text)
+            if smart:
+                as_written = sms.encode(text).parts  # UCS-2: smarten changes only such texts
+                saved = max(as_written - sms.encode(smarter).parts, 0)
+                if options.smart_encoding:
+                    text = smarter
         try:
             encoded = sms.encode(text, unicode=options.unicode)
             if not encoded.unicode and XML_UNSAFE_GSM in encoded.wire_text:
@@ -227,7 +282,9 @@ class Preparer:
             return str(exc)
         if encoded.parts > options.max_parts:
             return f"text needs {encoded.parts} message parts, over --max-parts {options.max_parts}"
-        return _payload(encoded.wire_text, encoded.unicode, encoded.parts, encoded.non_gsm)
+        return _payload(
+            encoded.wire_text, encoded.unicode, encoded.parts, encoded.non_gsm, smart, saved
+        )
 
 
 def _rejected(row_no: int, msisdn: str, reason: str) -> StagedTuple:
@@ -251,6 +308,7 @@ class DryRunReport:
     #: rows per interpretation rule, with examples (see ``numbers.Interpretations.as_dict``)
     numbers_interpreted: dict[str, dict[str, object]] = field(default_factory=dict)
     countries: Counter[str] = field(default_factory=Counter)  # region → recipients
+    smart_encoding: SmartEncoding = field(default_factory=SmartEncoding)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -265,6 +323,7 @@ class DryRunReport:
             "non_gsm_characters": self.non_gsm_characters,
             "numbers_interpreted": self.numbers_interpreted,
             "countries": dict(self.countries.most_common()),
+            "smart_encoding": self.smart_encoding.as_dict(),
         }
 
 
@@ -313,6 +372,7 @@ def dry_run(
     report.requests = sum(-(-n // chunk_size) for n in per_payload.values())
     report.non_gsm_characters = dict(preparer.non_gsm.most_common())
     report.numbers_interpreted = preparer.interpretations.as_dict()
+    report.smart_encoding = preparer.smart
     for start, count in starts.items():
         report.countries[numbers.region_of(start)] += count
     for first7, count in shared.items():

@@ -114,12 +114,30 @@ def load(path: Path | None, *, cwd: Path | None = None) -> ConfigFile:
                     f"{', '.join(CREDENTIAL_ENV)}, not {', '.join(sorted(unknown))}"
                 )
         elif isinstance(value, dict):
-            sections[key(name)] = {key(k): v for k, v in value.items()}
+            sections[key(name)] = _normalised(path, value, f"[{name}]")
         else:
+            if key(name) in top:
+                raise InputError(
+                    f"configuration file {path}: {name!r} is set twice (dashes and "
+                    "underscores are the same key)"
+                )
             top[key(name)] = value
     if gateway.get("password"):
         _require_private(path, "it holds a password")
     return ConfigFile(path=path, top=top, sections=sections, gateway=gateway)
+
+
+def _normalised(path: Path, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A table's keys as parameter names; ``chunk-size`` and ``chunk_size`` both set is an error."""
+    out: dict[str, Any] = {}
+    for name, value in table.items():
+        if key(name) in out:
+            raise InputError(
+                f"configuration file {path}: {where} sets {name!r} twice (dashes and underscores "
+                "are the same key)"
+            )
+        out[key(name)] = value
+    return out
 
 
 def _require_private(path: Path, why: str) -> None:
@@ -190,9 +208,17 @@ def credentials(
     env = os.environ if environ is None else environ
     from_file: dict[str, str] = {}
     file_label = ""
-    cred_path = env.get("BATCH_SENDER_CREDENTIALS_FILE") or config.top.get("credentials_file")
+    from_env = env.get("BATCH_SENDER_CREDENTIALS_FILE")
+    cred_path = from_env or config.top.get("credentials_file")
+    if cred_path is not None and not isinstance(cred_path, str):
+        raise InputError(
+            f"configuration file {config.path}: credentials_file = {cred_path!r}: expected a "
+            "path in quotes"
+        )
     if cred_path:
-        path = Path(str(cred_path)).expanduser()
+        path = Path(cred_path).expanduser()
+        if not from_env and not path.is_absolute() and config.path is not None:
+            path = config.path.parent / path  # relative to the file that names it
         from_file = read_credentials_file(path)
         file_label = f"credentials file {path}"
     out: dict[str, Credential] = {}

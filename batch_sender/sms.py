@@ -30,6 +30,7 @@ __all__ = [
     "GSM_SINGLE",
     "UCS2_PART",
     "UCS2_SINGLE",
+    "SMART_REPLACEMENTS",
     "Encoded",
     "check_hex",
     "encode",
@@ -38,6 +39,7 @@ __all__ = [
     "gsm_septets",
     "gsm_split",
     "parts_for_wire",
+    "smarten",
     "to_ucs2_hex",
     "ucs2_parts",
     "ucs2_split",
@@ -65,6 +67,23 @@ _ASCII_EXTENSION = bytes(sorted(ord(c) for c in GSM_EXTENSION if c.isascii()))
 _NOT_GSM = re.compile("[^" + re.escape("".join(sorted(_GSM_ALL))) + "]")
 _EXTENSION_CHAR = re.compile("[" + re.escape("".join(sorted(GSM_EXTENSION))) + "]")
 _HEX = re.compile(r"[0-9A-Fa-f]*")
+
+#: ``--smart-encoding``: typographic characters (what word processors and phones type for
+#: quotes, dashes, "..." and spaces) → the GSM characters they stand for. Letters are never
+#: replaced (an "á" is not an "a" to its reader): only punctuation and spacing.
+SMART_REPLACEMENTS: dict[str, str] = {
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2039\u203a\u02bc", "'"),  # ‘ ’ ‚ ‛ ′ ‹ › ʼ
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),  # “ ” „ ‟ ″ « »
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),  # ‐ ‑ ‒ – — ― −
+    "\u2026": "...",  # …
+    # no-break, en/em/thin/hair/narrow spaces, ideographic space, tab: a plain space
+    **dict.fromkeys("\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008", " "),
+    **dict.fromkeys("\u2009\u200a\u202f\u205f\u3000\t", " "),
+    # invisible: zero-width space and non-joiner, word joiner, BOM, soft hyphen
+    **dict.fromkeys("\u200b\u200c\u2060\ufeff\u00ad", ""),
+}
+_SMART_TABLE = str.maketrans(SMART_REPLACEMENTS)
+_SMART_CHAR = re.compile("[" + re.escape("".join(sorted(SMART_REPLACEMENTS))) + "]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,23 @@ def encode(text: str, *, unicode: bool | None = None) -> Encoded:
     data = _utf16(text)
     non_gsm = () if unicode else _non_gsm_chars(text)
     return Encoded(data.hex(), True, len(data) // 2, _ucs2_parts(data), non_gsm)
+
+
+def smarten(text: str) -> tuple[str, tuple[str, ...]]:
+    """The text with :data:`SMART_REPLACEMENTS` applied, and the distinct characters replaced.
+
+    Only when that makes the whole text GSM: a text that needs UCS-2 anyway (an emoji, a
+    Cyrillic name) costs the same either way and is returned unchanged, with ``()``.
+    """
+    if text.isascii() and "\t" not in text:
+        return text, ()
+    found = _SMART_CHAR.findall(text)
+    if not found:
+        return text, ()
+    smart = text.translate(_SMART_TABLE)
+    if gsm_septets(smart) is None:
+        return text, ()
+    return smart, tuple(dict.fromkeys(found))
 
 
 def gsm_septets(text: str) -> int | None:

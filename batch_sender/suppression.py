@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_sender import numbers
+from batch_sender import config, numbers
 from batch_sender.errors import InputError, StoreError
 from batch_sender.store import Store
 from batch_sender.store import operators as sql
@@ -39,10 +39,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: First words of a reply that mean "stop sending to me" (compared case-insensitively).
-DEFAULT_STOP_KEYWORDS = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "OPT-OUT"}
-)
+#: First words of a reply that mean "stop sending to me" (compared case-insensitively);
+#: defined in config so that the CLI's help can name them without importing the store.
+DEFAULT_STOP_KEYWORDS = config.DEFAULT_STOP_KEYWORDS
 NUMBER_COLUMNS = ("to", "msisdn", "number", "phone")  # header names import_file recognises
 _FIRST_WORD = re.compile(r"[\w-]+")
 

@@ -5,6 +5,7 @@
 - ``fixtures_cli``: running the CLI in-process and as the installed console script
 """
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -22,3 +23,16 @@ def _forget_secrets() -> Iterator[None]:
     redact.SECRETS.forget_all()
     yield
     redact.SECRETS.forget_all()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The default results database lives under $XDG_STATE_HOME: a temporary one, so a test
+    that forgets --db (or a subprocess) never writes to the real home directory."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before

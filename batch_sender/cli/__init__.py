@@ -10,14 +10,17 @@ from pathlib import Path
 
 import click
 
-from batch_sender import settings_file
+from batch_sender import __version__, settings_file
 from batch_sender.cli import admin, common, delivery, demo, operators, run
 
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="batch-sender")
+@click.group(
+    cls=common.Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, prog_name="batch-sender")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail to stderr.")
 @click.option(
     "--config",
@@ -44,7 +47,8 @@ def cli(
       batch-sender demo                 (the shipped sample, sent to the simulator)
       batch-sender run campaign.csv --text "Hi {name}" --country ZA --simulator
 
-    Environment: BATCH_SENDER_DB (SQLAlchemy URL, default sqlite:///batch_sender.db),
+    Environment: BATCH_SENDER_DB (SQLAlchemy URL; default: the SQLite file
+    ~/.local/state/batch-sender/batch_sender.db, or under $XDG_STATE_HOME),
     BATCH_SENDER_GATEWAY_URL, CLICKATELL_API_ID, CLICKATELL_USER, CLICKATELL_PASSWORD.
     Any option may also come from batch-sender.toml (flag > environment > file > default):
     see `batch-sender config show`.

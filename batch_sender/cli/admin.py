@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from batch_sender import campaign
-from batch_sender import report as reports
-from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
+from batch_sender.cli.common import (
+    LazyModule,
+    check_writable,
+    db_option,
+    errors,
+    gateway_settings,
+    gateway_url_option,
+    open_store,
+)
 from batch_sender.errors import InputError
+
+if TYPE_CHECKING:
+    from batch_sender import campaign
+    from batch_sender import report as reports
+else:  # imported when a command runs, not for --help
+    campaign = LazyModule("batch_sender.campaign")
+    reports = LazyModule("batch_sender.report")
 
 
 @click.command()
@@ -27,7 +44,7 @@ from batch_sender.errors import InputError
 @click.option(
     "-o",
     "--output",
-    type=click.File("w", encoding="utf-8"),
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     default="-",
     help="Write to this file instead of stdout.",
 )
@@ -38,7 +55,7 @@ from batch_sender.errors import InputError
     help="Also write a self-contained HTML page (chart of deliveries over time) to this file.",
 )
 @db_option
-def report(name: str | None, fmt: str, output: Any, html_file: Path | None, db_url: str) -> None:
+def report(name: str | None, fmt: str, output: Path, html_file: Path | None, db_url: str) -> None:
     """Show what happened to a campaign (default: the latest one): states, delivery, cost.
 
     \b
@@ -47,26 +64,43 @@ def report(name: str | None, fmt: str, output: Any, html_file: Path | None, db_u
       batch-sender report campaign-2026-11-25 --format csv -o results.csv
       batch-sender report campaign-2026-11-25 --html report.html
     """
-    from batch_sender.store import Store
-
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "existing") as store:
         if name is None:
             known = store.campaigns()
             if not known:
                 raise InputError("no campaigns in this database yet")
             name = max(known, key=lambda c: c.created_at or date.min).name
         built = reports.build(store, name)
-        if fmt == "json":
-            output.write(reports.to_json(built) + "\n")
-        elif fmt == "csv":
-            reports.write_csv(store.results(built.campaign.id), output)
-        else:
-            output.write(reports.render_table(built) + "\n")
+        try:
+            with _output(output) as out:
+                if fmt == "json":
+                    out.write(reports.to_json(built) + "\n")
+                elif fmt == "csv":
+                    reports.write_csv(store.results(built.campaign.id), out)
+                else:
+                    out.write(reports.render_table(built) + "\n")
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # `report | head`: click exits quietly, as for any command
+            where = "standard output" if str(output) == "-" else str(output)
+            raise InputError(f"cannot write {where}: {exc.strerror or exc}") from exc
         if html_file is not None:
             try:
                 reports.write_html(built, html_file)
             except OSError as exc:
                 raise InputError(f"cannot write {html_file}: {exc.strerror or exc}") from exc
+
+
+@contextlib.contextmanager
+def _output(path: Path) -> Iterator[IO[str]]:
+    """The report's destination: standard output for ``-``, else the file (replaced)."""
+    if str(path) == "-":
+        out = sys.stdout
+        yield out
+        out.flush()
+        return
+    with path.open("w", encoding="utf-8", newline="") as f:
+        yield f
 
 
 @click.command()
@@ -113,9 +147,8 @@ def reconcile(
     """
     from batch_sender.send import settle
     from batch_sender.states import Status
-    from batch_sender.store import Store
 
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "existing") as store:
         camp = store.campaign(name)
         if camp is None:
             raise InputError(f"no campaign named {name!r}")
@@ -329,6 +362,8 @@ def simulator(
                 param_hint="--fault",
             )
         fault_rates[kind] = share
+    with errors():
+        check_writable(record, "record file")
     script = []
     for kind, count in _pairs(scripted, "--inject", "KIND=COUNT"):
         if kind not in FAULT_KINDS or not count.isdigit():
@@ -374,7 +409,5 @@ def db() -> None:
 @db_option
 def upgrade(db_url: str) -> None:
     """Create or upgrade the results database to the current schema (Alembic)."""
-    from batch_sender.store import Store
-
-    with errors(), Store.open(db_url, upgrade=True):
+    with errors(), open_store(db_url, "create"):
         click.echo("database is at the current schema")

@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from batch_sender import redact, settings_file
-from batch_sender.config import DEFAULT_DB_URL, DEFAULT_GATEWAY_URL, GatewaySettings
+from batch_sender.config import DB_FILE_NAME, DEFAULT_GATEWAY_URL, GatewaySettings
 from batch_sender.errors import BatchSenderError, InputError
 
+if TYPE_CHECKING:
+    from batch_sender.store import Store
+
 log = logging.getLogger("batch_sender")
+
+
+class LazyModule:
+    """A module imported when first used: ``--help`` must not pay for SQLAlchemy, Alembic,
+    httpx, lxml and phonenumbers (0.5 s), which only the commands' work needs.
+
+    A command module writes ``campaign = LazyModule("batch_sender.campaign")`` (the real import
+    under ``TYPE_CHECKING``) and uses ``campaign.run`` as before.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
 
 
 class Fail(click.ClickException):
@@ -27,6 +48,48 @@ class Fail(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"batch-sender: error: {self.format_message()}", err=True)
+
+
+def show_error(exc: click.ClickException) -> int:
+    """Print any error in the one style, ``batch-sender: error: …``; return its exit code.
+
+    Click's own usage errors (a mistyped option, a bad value) get the same single line as ours,
+    with where to read more; an output file that cannot be written is a usage error (exit 2).
+    """
+    if isinstance(exc, Fail):
+        exc.show()
+        return exc.exit_code
+    message = exc.format_message()
+    code = exc.exit_code
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message += f" (see `{exc.ctx.command_path} --help`)"
+    if isinstance(exc, click.FileError):
+        code = 2  # click says 1, but nothing was done: it is the command line that is wrong
+    click.echo(f"batch-sender: error: {message}", err=True)
+    return code
+
+
+class Group(click.Group):
+    """The ``batch-sender`` group: every error, click's or ours, in one style (``show_error``)."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            sys.exit(show_error(exc))
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @contextlib.contextmanager
@@ -72,6 +135,12 @@ def config_file(ctx: click.Context | None = None) -> settings_file.ConfigFile:
     return obj if isinstance(obj, settings_file.ConfigFile) else settings_file.ConfigFile()
 
 
+def option_key(param: click.Option) -> str:
+    """The key a configuration file uses for an option: its long flag without the dashes."""
+    longs = [opt for opt in param.opts if opt.startswith("--")]
+    return (longs[0] if longs else param.opts[0]).lstrip("-")
+
+
 def option_keys(command: click.Command) -> dict[str, str]:
     """Every spelling a file may use for a command's options → the parameter name."""
     keys: dict[str, str] = {}
@@ -82,6 +151,66 @@ def option_keys(command: click.Command) -> dict[str, str]:
         for opt in (*param.opts, *param.secondary_opts):
             keys[settings_file.key(opt.lstrip("-"))] = param.name
     return keys
+
+
+def _param(command: click.Command, name: str) -> click.Option:
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name == name:
+            return param
+    raise KeyError(name)
+
+
+def _one_spelling(
+    config: settings_file.ConfigFile, command: click.Command, table: Any, where: str
+) -> None:
+    """Refuse a table that sets one option under two names (``from`` and ``sender``)."""
+    keys = option_keys(command)
+    seen: dict[str, str] = {}
+    for name, value in table.items():
+        param = keys.get(name)
+        if param is None or isinstance(value, dict):
+            continue
+        if param in seen:
+            flag = option_key(_param(command, param))
+            raise InputError(
+                f"configuration file {config.path}: {where} sets both {seen[param]!r} and "
+                f"{name!r}, two names of the option {flag!r}: keep one"
+            )
+        seen[param] = name
+
+
+def _checked(
+    config: settings_file.ConfigFile,
+    command: click.Command,
+    name: str,
+    value: Any,
+    key: str,
+    where: str,
+) -> Any:
+    """A file value, refused unless it is one the option takes, naming the file and key."""
+    param = _param(command, name)
+    key = option_key(param)  # as the flag spells it (the file may use _ for -)
+    shown = f"[{where}] {key}" if where else key
+    if isinstance(value, dict):
+        raise InputError(f"configuration file {config.path}: {shown} must be a value, not a table")
+    if param.multiple and not isinstance(value, list):
+        raise InputError(
+            f"configuration file {config.path}: {shown} = {value!r}: expected a list "
+            f"([...]), the option {option_key(param)!r} may be given several times"
+        )
+    if not param.multiple and isinstance(value, list):
+        raise InputError(
+            f"configuration file {config.path}: {shown}: expected one value, not a list"
+        )
+    if isinstance(param.type, click.File):
+        return value
+    try:
+        param.process_value(click.Context(command), value)  # the type, then any callback
+    except click.BadParameter as exc:
+        raise InputError(
+            f"configuration file {config.path}: {shown} = {value!r}: {exc.message}"
+        ) from None
+    return value
 
 
 def default_map(config: settings_file.ConfigFile, group: click.Group) -> dict[str, Any]:
@@ -97,15 +226,16 @@ def default_map(config: settings_file.ConfigFile, group: click.Group) -> dict[st
         subs = command.commands if isinstance(command, click.Group) else {}
         sub_keys = {k for sub in subs.values() for k in option_keys(sub)}
         out: dict[str, Any] = {}
+        _one_spelling(config, command, config.top, "the top level")
         for name, value in config.top.items():
             if name in keys:
-                out[keys[name]] = value
+                out[keys[name]] = _checked(config, command, keys[name], value, name, "")
                 used.add(name)
         for name, value in section.items():
             if isinstance(value, dict) and name in {settings_file.key(n) for n in subs}:
                 continue
             if name in keys:
-                out[keys[name]] = value
+                out[keys[name]] = _checked(config, command, keys[name], value, name, where)
             elif name not in sub_keys:
                 raise InputError(f"configuration file {config.path}: [{where}] has no {name!r}")
         for sub_name, sub in subs.items():
@@ -124,6 +254,13 @@ def default_map(config: settings_file.ConfigFile, group: click.Group) -> dict[st
         name: build(command, dict(config.sections.get(settings_file.key(name), {})), name)
         for name, command in group.commands.items()
     }
+    for name, command in group.commands.items():
+        raw = config.sections.get(settings_file.key(name), {})
+        _one_spelling(config, command, raw, f"[{name}]")
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            nested = raw.get(settings_file.key(sub_name))
+            if isinstance(nested, dict):
+                _one_spelling(config, sub, nested, f"[{name}.{sub_name}]")
     known = {settings_file.key(n) for n in group.commands}
     for name in config.sections:
         if name not in known:
@@ -134,14 +271,92 @@ def default_map(config: settings_file.ConfigFile, group: click.Group) -> dict[st
     return result
 
 
+def check_writable(path: Path | None, what: str) -> None:
+    """Refuse (exit 2) before any work an output file that could not be written at the end."""
+    if path is None:
+        return
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write the {what} {path}: {exc.strerror or exc}") from exc
+
+
+STATE_DIR_NAME = "batch-sender"  # under $XDG_STATE_HOME (~/.local/state)
+
+
+def default_db_path() -> Path:
+    """The per-user results database: ``$XDG_STATE_HOME/batch-sender/batch_sender.db``.
+
+    Absolute, so cron (started in ``$HOME``) and an operator in any directory share one record;
+    ``XDG_STATE_HOME`` unset or relative means ``~/.local/state`` (the XDG base directory spec).
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "state"
+    return root / STATE_DIR_NAME / DB_FILE_NAME
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{default_db_path()}"
+
+
 db_option = click.option(
     "--db",
     "db_url",
     envvar="BATCH_SENDER_DB",
-    default=DEFAULT_DB_URL,
-    show_default=True,
+    default=default_db_url,
+    show_default="~/.local/state/batch-sender/batch_sender.db, or under $XDG_STATE_HOME",
     help="Results database (SQLAlchemy URL). Env: BATCH_SENDER_DB.",
 )
+
+#: how a command opens the results database: ``existing`` (it must exist at the current
+#: schema; nothing is created or migrated) or ``create`` (created and upgraded as needed)
+StoreMode = Literal["existing", "create"]
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, or in memory)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):
+        return None  # a URI filename: SQLite reads it, we do not guess
+    return Path(parsed.database)
+
+
+def open_store(url: str, mode: StoreMode) -> Store:
+    """Open the results database as a command of ``mode`` may.
+
+    ``existing`` — report, suppress list/remove, reconcile, track: a database that does not
+    exist is an InputError (exit 2) and is not created; one at another schema revision is a
+    StoreError telling to run ``batch-sender db upgrade``; nothing is ever migrated.
+    ``create`` — run, db upgrade, suppress add/import, callbacks: the SQLite file's directory
+    and the file are created and the schema upgraded as needed.
+    """
+    from batch_sender.store import Store
+
+    path = sqlite_file(url)
+    if mode == "existing":
+        if path is not None and not path.is_file():
+            raise InputError(
+                f"no results database at {path} (nothing has been sent with it yet; "
+                "is --db or BATCH_SENDER_DB right? `batch-sender config show` shows which)"
+            )
+        return Store.open(url, upgrade=False)
+    if path is not None and not path.parent.is_dir():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create the results database directory {path.parent}: {exc.strerror or exc}"
+            ) from exc
+    return Store.open(url, upgrade=True)
 
 
 gateway_url_option = click.option(

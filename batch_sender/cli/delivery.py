@@ -10,10 +10,16 @@ from types import FrameType
 import click
 from click.core import ParameterSource
 
-from batch_sender import redact, settings_file, suppression
-from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
+from batch_sender import redact, settings_file
+from batch_sender.cli.common import (
+    db_option,
+    errors,
+    gateway_settings,
+    gateway_url_option,
+    open_store,
+)
+from batch_sender.config import DEFAULT_STOP_KEYWORDS
 from batch_sender.errors import InputError
-from batch_sender.suppression import DEFAULT_STOP_KEYWORDS
 
 DEFAULT_CALLBACK_PORT = 8098  # next to the simulator's 8099
 
@@ -90,8 +96,8 @@ def callbacks(
           --token-file /etc/batch-sender/callback-token
       # callback URL: https://sms.example.com:8098/clickatell?token=<the file's token>
     """
+    from batch_sender import suppression
     from batch_sender.delivery.callbacks import CallbackAuth, CallbackServer
-    from batch_sender.store import Store
     from batch_sender.store.delivery import DeliveryStore
 
     with errors():
@@ -103,7 +109,7 @@ def callbacks(
         if not sep or not user:
             raise click.BadParameter("expected USER:PASSWORD", param_hint="--basic-auth")
     redact.SECRETS.add(token, password)  # never in a log line, whatever a client sends us
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "create") as store:
         try:
             server = CallbackServer(
                 DeliveryStore(store),
@@ -203,10 +209,9 @@ def track(
     """
     from batch_sender import campaign
     from batch_sender.delivery import track as tracking
-    from batch_sender.store import Store
     from batch_sender.store.delivery import DeliveryStore
 
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "existing") as store:
         camp = store.campaign(name)
         if camp is None:
             raise InputError(f"no campaign named {name!r}")

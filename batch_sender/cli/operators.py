@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from batch_sender import settings_file, suppression
-from batch_sender.cli.common import config_file, db_option, errors
-from batch_sender.store import Store
-from batch_sender.store import engine as engines
-from batch_sender.store import operators as store_operators
+from batch_sender import settings_file
+from batch_sender.cli.common import (
+    LazyModule,
+    config_file,
+    db_option,
+    errors,
+    open_store,
+    option_key,
+)
+
+if TYPE_CHECKING:
+    from batch_sender import suppression
+else:  # imported when a command runs, not for --help
+    suppression = LazyModule("batch_sender.suppression")
 
 country_option = click.option(
     "--country", help="Default region for national-format numbers (ISO code, e.g. ZA)."
@@ -54,7 +63,7 @@ def suppress_add(
     numbers: tuple[str, ...], country: str | None, note: str | None, db_url: str
 ) -> None:
     """Add numbers to the list. Exit 1 if some were not numbers."""
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "create") as store:
         added, normalised = suppression.add(store, numbers, country=country, note=note)
     raise SystemExit(_report(added, "added", normalised))
 
@@ -65,7 +74,7 @@ def suppress_add(
 @db_option
 def suppress_remove(numbers: tuple[str, ...], country: str | None, db_url: str) -> None:
     """Take numbers off the list (rows already suppressed stay so)."""
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "existing") as store:
         removed, normalised = suppression.remove(store, numbers, country=country)
     raise SystemExit(_report(removed, "removed", normalised))
 
@@ -76,7 +85,7 @@ def suppress_remove(numbers: tuple[str, ...], country: str | None, db_url: str) 
 @db_option
 def suppress_import(file: Path, country: str | None, db_url: str) -> None:
     """Add every number of FILE: a CSV with a to/msisdn/number/phone column, or one per line."""
-    with errors(), Store.open(db_url) as store:
+    with errors(), open_store(db_url, "create") as store:
         added, normalised = suppression.import_file(store, file, country=country)
     raise SystemExit(_report(added, "added", normalised))
 
@@ -86,7 +95,9 @@ def suppress_import(file: Path, country: str | None, db_url: str) -> None:
 @db_option
 def suppress_list(as_json: bool, db_url: str) -> None:
     """Print the list: number, source (cli, import, mo), when, note."""
-    with errors(), Store.open(db_url) as store:
+    from batch_sender.store import operators as store_operators
+
+    with errors(), open_store(db_url, "existing") as store:
         for entry in store_operators.list_suppressions(store):
             when = entry.created_at.isoformat(timespec="seconds")
             if as_json:
@@ -139,29 +150,41 @@ def config_show(ctx: click.Context, command: str, args: tuple[str, ...], as_json
         cfg = config_file(ctx)
         rows: list[dict[str, Any]] = []
         for param in target.params:
-            if not isinstance(param, click.Option) or param.name is None:
+            if not isinstance(param, click.Option) or param.name is None or param.hidden:
                 continue
             source = sub.get_parameter_source(param.name)
             value = sub.params.get(param.name)
             rows.append(
                 {
-                    "name": param.name,
-                    "value": _masked(param.name, value),
+                    "name": option_key(param),
+                    "flag": "/".join((*param.opts, *param.secondary_opts)),
+                    "value": _masked(param.name, _plain(value)),
                     "source": _source(source, param, cfg),
                 }
             )
         for name, cred in settings_file.credentials(cfg).items():
             shown = cred.value if name != "password" or not cred.value else "********"
-            rows.append({"name": f"gateway.{name}", "value": shown, "source": cred.source})
+            rows.append(
+                {
+                    "name": f"gateway.{name}",
+                    "flag": f"env {settings_file.CREDENTIAL_ENV[name]}",
+                    "value": shown,
+                    "source": cred.source,
+                }
+            )
     if as_json:
         click.echo(
             json.dumps({"config_file": str(cfg.path) if cfg.path else None, "settings": rows})
         )
         return
     click.echo(f"# configuration file: {cfg.path or 'none'}")
+    click.echo("# key (in the file, or [section] key)  flag  value  (where the value comes from)")
     width = max(len(r["name"]) for r in rows)
+    flag_width = max(len(r["flag"]) for r in rows)
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {_text(r['value'])}  ({r['source']})")
+        click.echo(
+            f"{r['name']:<{width}}  {r['flag']:<{flag_width}}  {_text(r['value'])}  ({r['source']})"
+        )
 
 
 def _source(
@@ -177,17 +200,30 @@ def _source(
     return "default"
 
 
+def _plain(value: Any) -> Any:
+    """A value as a user writes it: paths and files as their names, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _masked(name: str, value: Any) -> Any:
     if name in SECRET_OPTIONS and isinstance(value, str) and value:
         if name == "heartbeat_url":
             return value.split("//", 1)[0] + "//" + value.split("//", 1)[-1].split("/", 1)[0] + "/…"
+        from batch_sender.store import engine as engines
+
         return engines.masked(value)
     return value
 
 
 def _text(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as TOML writes it
     if isinstance(value, tuple | list):
         return " ".join(str(v) for v in value) or "-"
     return str(value)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from batch_sender.send.coordinator import SendProgress
+if TYPE_CHECKING:
+    from batch_sender.send.coordinator import SendProgress
 
 __all__ = ["PROGRESS_LOG_EVERY", "Progress"]
 

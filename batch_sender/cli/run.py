@@ -14,15 +14,19 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from batch_sender import campaign, observe, prepare, report, sources, suppression, windows
+from batch_sender import observe
 from batch_sender.cli.common import (
+    LazyModule,
+    check_writable,
     db_option,
     errors,
     gateway_settings,
     gateway_url_option,
+    open_store,
     set_log_format,
 )
 from batch_sender.cli.progress import Progress
@@ -35,6 +39,8 @@ from batch_sender.cli.run_options import (
     source_options,
 )
 from batch_sender.config import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_PROCESSING,
     GatewaySettings,
     MessageOptions,
     RunSettings,
@@ -42,10 +48,20 @@ from batch_sender.config import (
 )
 from batch_sender.errors import (
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     InputError,
 )
-from batch_sender.send import scaleout, settle
+
+if TYPE_CHECKING:
+    from batch_sender import campaign, prepare, report, sources, suppression, windows
+else:  # imported when a command runs, not for --help
+    campaign = LazyModule("batch_sender.campaign")
+    prepare = LazyModule("batch_sender.prepare")
+    report = LazyModule("batch_sender.report")
+    sources = LazyModule("batch_sender.sources")
+    suppression = LazyModule("batch_sender.suppression")
+    windows = LazyModule("batch_sender.windows")
 
 log = logging.getLogger("batch_sender")
 
@@ -129,6 +145,8 @@ def run(
     heartbeat_url: str | None,
     log_format: str | None,
     simulator: bool,
+    smart_encoding: bool,
+    encoding: str | None,
     gateway_url: str,
     db_url: str,
 ) -> None:
@@ -137,8 +155,11 @@ def run(
     \b
     Examples:
       batch-sender run campaign.csv --text "Hi {name}, your order shipped" --country ZA
-      batch-sender run --sql "SELECT phone AS to, name FROM customers" \\
+      batch-sender run --sql 'SELECT phone AS "to", name FROM customers' \\
           --source-db postgresql://reader@db/crm --name crm-2026-11-25 --text "Hi {name}"
+      batch-sender run --sql "SELECT phone, name FROM customers" --to-column phone \\
+          --source-db mysql://reader@db/crm --name crm-2026-11-25 --text "Hi {name}"
+      export-customers | batch-sender run - --name crm-2026-11-25 --text "Hi {name}"
       batch-sender run campaign.csv --text "Hello" --dry-run --json
 
       batch-sender run daily.csv --window 08:00-20:00 --not-after 1d --metrics-file m.prom
@@ -154,11 +175,12 @@ def run(
     result: campaign.RunResult | None = None
     try:
         with errors():
+            check_writable(None if dry_run else metrics_file, "metrics file")
             controls = windows.controls(window=window, tz=tz, not_after=not_after)
             extra_params = windows.schedule_params(at_time, validity, params, controls.zone)
             auto_name = name is None and sql is None and sql_file is None
             source, name = _open_source(
-                source_file, sql, sql_file, source_db, name, to_column, delimiter
+                source_file, sql, sql_file, source_db, name, to_column, delimiter, encoding
             )
             if binary and unicode:
                 raise InputError("--binary and --unicode do not go together")
@@ -179,6 +201,7 @@ def run(
                     callback=callback,
                     params=_params(params) + extra_params,
                     max_parts=max_parts,
+                    smart_encoding=smart_encoding,
                 ),
                 chunk_size=chunk_size,
                 concurrency=concurrency,
@@ -206,7 +229,7 @@ def run(
                     max_processing=max_processing,
                     naming="new" if new_campaign else "find" if auto_name else None,
                 )
-        code = EXIT_OK_CODE if result is None else result.exit_code
+        code = EXIT_OK if result is None else result.exit_code
     except click.ClickException as exc:
         code = exc.exit_code
         raise
@@ -226,6 +249,7 @@ def _open_source(
     name: str | None,
     to_column: str,
     delimiter: str | None,
+    encoding: str | None = None,
 ) -> tuple[sources.Source, str]:
     """The recipients' source (validated: header, number column) and the campaign's name."""
     if sql_file is not None:
@@ -239,7 +263,18 @@ def _open_source(
             raise InputError("--sql needs --name (there is no file name to derive it from)")
         return sources.open_sql(source_db, sql, to_column=to_column), name
     assert source_file is not None
-    source = sources.open_csv(source_file, to_column=to_column, delimiter=delimiter)
+    if str(source_file) == "-":
+        if not name:
+            raise InputError("reading standard input (-) needs --name (there is no file name)")
+        return (
+            sources.open_csv_stream(
+                sys.stdin.buffer, to_column=to_column, delimiter=delimiter, encoding=encoding
+            ),
+            name,
+        )
+    source = sources.open_csv(
+        source_file, to_column=to_column, delimiter=delimiter, encoding=encoding
+    )
     return source, name or f"{source_file.stem}-{date.today().isoformat()}"
 
 
@@ -254,9 +289,32 @@ def _dry_run(settings: RunSettings, source: sources.Source, db_url: str, *, as_j
         click.echo(json.dumps(data))
     else:
         for key, value in data.items():
-            if key not in ("numbers_interpreted", "countries"):
+            if key not in ("numbers_interpreted", "countries", "smart_encoding"):
                 click.echo(f"{key}: {value}")
         _echo_numbers(report_)
+        _echo_smart(report_.smart_encoding)
+
+
+def _echo_smart(smart: prepare.SmartEncoding) -> None:
+    """The dry run's account of --smart-encoding: each character it replaces, what it saves."""
+    if not smart.rows:
+        click.echo("smart_encoding: " + ("nothing to replace" if smart.enabled else "off"))
+        return
+    click.echo(_smart_summary(smart))
+
+
+def _smart_summary(smart: prepare.SmartEncoding) -> str:
+    from batch_sender import sms
+
+    chars = ", ".join(
+        f"{c!r} -> {sms.SMART_REPLACEMENTS[c]!r} ({n} row{'s' * (n != 1)})"
+        for c, n in smart.characters.most_common()
+    )
+    n = smart.parts_saved
+    credits = f"{n} part{'s' * (n != 1)} ({n} credit{'s' * (n != 1)} at 1 per part)"
+    if smart.enabled:
+        return f"smart_encoding: replaces {chars}; {smart.rows} texts become GSM, saving {credits}"
+    return f"smart_encoding: off; --smart-encoding would replace {chars} and save {credits}"
 
 
 def _echo_numbers(report_: prepare.DryRunReport) -> None:
@@ -280,14 +338,13 @@ def _send(
     *,
     simulator: bool,
     as_json: bool,
-    lease: float = scaleout.DEFAULT_LEASE,
+    lease: float = DEFAULT_LEASE,
     controls: windows.Controls | None = None,
-    max_processing: float = settle.DEFAULT_MAX_PROCESSING,
+    max_processing: float = DEFAULT_MAX_PROCESSING,
     naming: str | None = None,
 ) -> campaign.RunResult:
     """``naming``: "find" the campaign by its content, make a "new" one, or None (--name)."""
     from batch_sender.prepare import Preparer
-    from batch_sender.store import Store
 
     preparer = Preparer(settings, source.columns)  # bad options or columns fail before any I/O
     with contextlib.ExitStack() as stack:
@@ -304,7 +361,9 @@ def _send(
                 read_timeout=gateway.read_timeout,
             )
             log.info("sending to the built-in simulator at %s", sim.url)
-        store = stack.enter_context(Store.open(db_url))
+        store = stack.enter_context(open_store(db_url, "create"))
+        if preparer.smart.rows and preparer.smart.enabled:
+            log.info("%s", _smart_summary(preparer.smart))
         if naming is not None:
             chosen = campaign.choose_name(store, source, settings, new=naming == "new")
             settings = dataclasses.replace(settings, name=chosen)
@@ -361,8 +420,5 @@ def _signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-EXIT_OK_CODE = 0
 
 

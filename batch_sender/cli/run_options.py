@@ -17,8 +17,10 @@ from batch_sender.cli.common import LOG_FORMATS
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PARTS,
+    DEFAULT_MAX_PROCESSING,
     DEFAULT_MAX_WAIT,
     MAX_CHUNK_SIZE,
     PARAM_NAMES,
@@ -26,7 +28,6 @@ from batch_sender.config import (
     SEND_PROCESS_MIN_ROWS,
     SEND_PROCESS_MODES,
 )
-from batch_sender.send import scaleout, settle
 
 __all__ = [
     "message_options",
@@ -63,8 +64,16 @@ def _sender_id(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 #: Where the recipients come from, and the campaign they make.
 source_options = _group(
-    click.argument("source_file", required=False, type=click.Path(dir_okay=False, path_type=Path)),
-    click.option("--sql", help="Read recipients from this SQL query (with --source-db)."),
+    click.argument(
+        "source_file",
+        required=False,
+        type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    ),
+    click.option(
+        "--sql",
+        help="Read recipients from this SQL query (with --source-db); name the number column "
+        '"to" (SELECT phone AS "to") or give --to-column.',
+    ),
     click.option(
         "--sql-file",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -75,6 +84,11 @@ source_options = _group(
         "--to-column", default="to", show_default=True, help="The column holding numbers."
     ),
     click.option("--delimiter", help="CSV delimiter. Default: sniffed from the file."),
+    click.option(
+        "--encoding",
+        help="The CSV file's encoding (cp1252, latin-1, ...). Default: from its byte-order mark "
+        "(UTF-8, UTF-16, UTF-32), else UTF-8.",
+    ),
     click.option(
         "--text",
         help="Message text; {column} placeholders are filled from each row. "
@@ -108,6 +122,13 @@ message_options = _group(
         "--unicode/--no-unicode",
         default=None,
         help="Force UCS-2 or GSM. Default: GSM when every character fits, else UCS-2.",
+    ),
+    click.option(
+        "--smart-encoding",
+        is_flag=True,
+        help="Replace curly quotes, dashes, ellipses and odd spaces by their GSM equivalents when "
+        "that makes a text GSM (160 characters a part instead of 70). The dry run lists each "
+        "character and the parts saved.",
     ),
     click.option("--udh", help="User data header, hex (binary messages)."),
     click.option("--binary", is_flag=True, help="The text is a hex payload (binary message)."),
@@ -206,14 +227,14 @@ sending_options = _group(
     click.option(
         "--lease",
         type=click.FloatRange(min=1),
-        default=scaleout.DEFAULT_LEASE,
+        default=DEFAULT_LEASE,
         show_default=True,
         help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
     ),
     click.option(
         "--max-processing",
         type=click.FloatRange(min=0),
-        default=settle.DEFAULT_MAX_PROCESSING,
+        default=DEFAULT_MAX_PROCESSING,
         show_default=True,
         help="Seconds the gateway may hold a request before accepting it (default: the default "
         "--read-timeout). Settling an earlier run's requests trusts 'never seen' (ERR 104) only "

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from batch_sender import config
 from batch_sender.gateway import GatewayClient
 from batch_sender.send import leases, settle
 from batch_sender.send.coordinator import Sender, SendProgress, SendStats
@@ -25,7 +26,7 @@ __all__ = ["DEFAULT_LEASE", "FINISH_MARGIN", "Heartbeat", "finish", "settle_orph
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbeat
+DEFAULT_LEASE = config.DEFAULT_LEASE  # seconds a claim stays a live worker's without a heartbeat
 HEARTBEATS_PER_LEASE = 3  # heartbeats per lease: two may be missed before others settle the rows
 FINISH_POLL = 0.5  # seconds between looks at other workers' in-flight rows at the end of a run
 FINISH_MARGIN = 30.0  # seconds added to 2 leases: settling takes a while (grace, querymsg)

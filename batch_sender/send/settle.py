@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from batch_sender import config
 from batch_sender.errors import GatewayError, RequestRejected, RunStopped
 from batch_sender.gateway import GatewayClient, wire
 from batch_sender.gateway import Status as GatewayStatus
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 NEVER_ACCEPTED = "104"  # querymsg: unknown client message ID
 #: seconds a gateway may hold a request before accepting it (or never): the default read timeout
-DEFAULT_MAX_PROCESSING = 60.0
+DEFAULT_MAX_PROCESSING = config.DEFAULT_MAX_PROCESSING
 SETTLE_MARGIN = 2.0  # seconds added to max_processing: clocks, the request's own transit
 QUERY_ATTEMPTS = 3  # tries of one querymsg on retryable errors
 

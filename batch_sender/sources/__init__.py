@@ -8,7 +8,16 @@ header, URL or query before anything is staged), read ``columns`` and ``identity
 from __future__ import annotations
 
 from batch_sender.sources.base import Record, Source, SourceRow
-from batch_sender.sources.csvfile import CsvSource, open_csv
+from batch_sender.sources.csvfile import CsvSource, open_csv, open_csv_stream
 from batch_sender.sources.sql import SqlSource, open_sql
 
-__all__ = ["CsvSource", "Record", "Source", "SourceRow", "SqlSource", "open_csv", "open_sql"]
+__all__ = [
+    "CsvSource",
+    "Record",
+    "Source",
+    "SourceRow",
+    "SqlSource",
+    "open_csv",
+    "open_csv_stream",
+    "open_sql",
+]

@@ -12,6 +12,9 @@ import contextlib
 import csv
 import hashlib
 import io
+import os
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -20,13 +23,34 @@ from typing import IO, Final
 from batch_sender.errors import InputError
 from batch_sender.sources.base import Record, StreamOnce
 
-__all__ = ["DELIMITERS", "MAX_FIELD_CHARS", "SNIFF_BYTES", "CsvSource", "open_csv"]
+__all__ = [
+    "DEFAULT_ENCODING",
+    "DELIMITERS",
+    "MAX_FIELD_CHARS",
+    "SNIFF_BYTES",
+    "CsvSource",
+    "detect_encoding",
+    "open_csv",
+    "open_csv_stream",
+]
 
 DELIMITERS: Final = ",;\t|"  # the only delimiters sniffing may choose
 SNIFF_BYTES: Final = 16 * 1024  # bytes read from the start of the file to guess the delimiter
 MAX_FIELD_CHARS: Final = 1024 * 1024  # characters in one field; more means a broken file
 _READ_CHUNK: Final = 64 * 1024  # bytes per read from disk and per decode step
 _HASH_BLOCK: Final = 1024 * 1024  # bytes per step when fingerprinting the file
+#: files without a byte-order mark: UTF-8, a BOM tolerated (the name is part of the campaign
+#: fingerprint, so it stays what earlier versions used)
+DEFAULT_ENCODING: Final = "utf-8-sig"
+#: byte-order marks and the codec that reads (and drops) each; UTF-32 LE starts like UTF-16 LE,
+#: so it is looked for first
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 class _NulByte(Exception):
@@ -63,6 +87,7 @@ class CsvSource(StreamOnce):
         self.encoding = encoding
         super().__init__()
         self._identity: str | None = None
+        self.spooled = False  # a temporary copy of a stream: removed on close
         self._file = _open_text(path, display, encoding)
         try:
             self._reader = csv.reader(self._file, delimiter=delimiter, strict=True)
@@ -100,6 +125,8 @@ class CsvSource(StreamOnce):
         """Release the file; safe to call twice, and in the middle of an iteration."""
         self._stop_rows()
         self._file.close()
+        if self.spooled:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> CsvSource:
         return self
@@ -220,7 +247,8 @@ class CsvSource(StreamOnce):
                 return InputError(f"{where} {bad_line}: NUL byte (is this a CSV text file?)")
             return InputError(
                 f"{where} {bad_line}: not valid {_encoding_name(self.encoding)} text"
-                " (save the file as UTF-8, or pass its encoding)"
+                " (save the file as UTF-8, or name its encoding: --encoding cp1252 for"
+                " Excel's CSV on Windows, latin-1, ...)"
             )
         message = str(exc)
         if message.startswith("field larger than field limit"):
@@ -240,23 +268,30 @@ def open_csv(
     *,
     to_column: str = "to",
     delimiter: str | None = None,
-    encoding: str = "utf-8-sig",
+    encoding: str | None = None,
     allow_empty: bool = False,
+    display: str | None = None,
 ) -> CsvSource:
     """Open a CSV file of recipients, sniffing its delimiter and checking its header now.
 
-    ``encoding="utf-8-sig"`` reads UTF-8 with or without a byte-order mark. Raises ``InputError``
-    for a missing or unreadable file, an empty one, a header without ``to_column`` or with
-    unnamed or repeated columns, and (unless ``allow_empty``) a file with no data rows.
+    ``encoding=None`` reads the byte-order mark: UTF-16 and UTF-32 (Excel's "Unicode text") and
+    UTF-8 with or without one; a file without a BOM is UTF-8. Any other encoding (``cp1252``
+    for Excel's "CSV" on Windows) must be named. Raises ``InputError`` for a missing or
+    unreadable file, an empty one, a header without ``to_column`` or with unnamed or repeated
+    columns, and (unless ``allow_empty``) a file with no data rows.
     """
-    display = str(path)
+    display = display or str(path)
     path = Path(path)
     if delimiter is not None and len(delimiter) != 1:
         raise InputError(f"{display}: the delimiter must be one character, not {delimiter!r}")
+    if encoding is None:
+        encoding = detect_encoding(path, display)
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise InputError(f"{display}: unknown encoding {encoding!r}") from None
+    if codecs.lookup(encoding).name == "utf-8":
+        encoding = DEFAULT_ENCODING  # a BOM is dropped, and the fingerprint is as before
     if delimiter is None:
         delimiter = _sniff_delimiter(path, display, encoding)
     _set_field_limit()
@@ -268,6 +303,59 @@ def open_csv(
         encoding=encoding,
         allow_empty=allow_empty,
     )
+
+
+def open_csv_stream(
+    stream: IO[bytes],
+    *,
+    display: str = "<stdin>",
+    to_column: str = "to",
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    allow_empty: bool = False,
+) -> CsvSource:
+    """A CSV read from a stream (standard input), as :func:`open_csv` reads a file.
+
+    The stream is copied to a temporary file first, so it can be fingerprinted, sniffed and
+    re-read for error messages like a file, with memory flat; the copy goes when the source
+    is closed. Its ``identity`` is its content: piping the same export again resumes the
+    campaign.
+    """
+    fd, name = tempfile.mkstemp(prefix="batch-sender-", suffix=".csv")
+    spool_path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as spool:
+            shutil.copyfileobj(stream, spool, _READ_CHUNK)
+        source = open_csv(
+            spool_path,
+            to_column=to_column,
+            delimiter=delimiter,
+            encoding=encoding,
+            allow_empty=allow_empty,
+            display=display,
+        )
+    except BaseException:
+        spool_path.unlink(missing_ok=True)
+        raise
+    source.spooled = True
+    return source
+
+
+def detect_encoding(path: Path, display: str) -> str:
+    """The codec a byte-order mark at the start of ``path`` names, else UTF-8."""
+    try:
+        with path.open("rb") as raw:
+            head = raw.read(4)
+    except FileNotFoundError:
+        raise InputError(f"{display}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{display}: is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise InputError(f"{display}: cannot open: {exc.strerror}") from None
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            return codec
+    return DEFAULT_ENCODING
 
 
 def _set_field_limit() -> None:

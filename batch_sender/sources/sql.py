@@ -145,8 +145,11 @@ class SqlSource(StreamOnce):
         except sa.exc.NoSuchModuleError:
             raise InputError(f"{self.url}: unknown database driver {parsed.drivername!r}") from None
         except ImportError as exc:
+            from batch_sender.store import engine as engines
+
             raise InputError(
-                f"{self.url}: the driver for {parsed.drivername!r} is not installed ({exc.name})"
+                f"{self.url}: the driver for {parsed.drivername!r} is not installed ({exc.name});"
+                f" install {engines.driver_hint(parsed)}"
             ) from None
         except (sa.exc.ArgumentError, TypeError, ValueError) as exc:
             raise InputError(f"{self.url}: {self._scrub(str(exc))}") from None
@@ -189,7 +192,9 @@ def open_sql(
 
 def _parse_url(url: str) -> URL:
     try:
-        return make_url(url)
+        from batch_sender.store import engine as engines  # the drivers our extras install
+
+        return engines.with_driver(make_url(url))
     except (sa.exc.ArgumentError, ValueError):
         shown = _mask_unparsed(url)
         raise InputError(f"not a database URL: {shown!r} (expected dialect+driver://...)") from None

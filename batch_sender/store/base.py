@@ -131,7 +131,7 @@ class StoreBase:
             except ImportError as exc:
                 raise StoreError(
                     f"no database driver for {engines.masked(url)}: {exc}; "
-                    "install batch-sender[postgres] or batch-sender[mysql]"
+                    f"install it: {engines.driver_hint(url)}"
                 ) from exc
             store = cls(engine, url)
             try:
@@ -163,10 +163,15 @@ class StoreBase:
         """Refuse to work on a schema this version does not know."""
         with self._engine.connect() as conn:
             at = migrate.current(conn)
+        if at is None:
+            raise StoreError(
+                f"the results database {engines.masked(self._url)} has no batch-sender tables "
+                "(nothing has been sent with it yet; `batch-sender db upgrade` creates them)"
+            )
         if at != migrate.head():
             raise StoreError(
                 f"the results database {engines.masked(self._url)} is at revision "
-                f"{at or 'none (empty)'}, this batch-sender needs {migrate.head()}: "
+                f"{at}, this batch-sender needs {migrate.head()}: "
                 "run `batch-sender db upgrade`"
             )
 

@@ -20,13 +20,17 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from batch_sender.errors import StoreError
 
-__all__ = ["begin_write", "create", "masked", "store_errors"]
+__all__ = ["begin_write", "create", "driver_hint", "masked", "store_errors", "with_driver"]
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a writer waits for another process's transaction
 #: page cache (KiB) of a bulk insert: 1,000,000 staged rows went from 5.7 to 4.1 s of inserting
 #: (raw sqlite3) with it, when the number index (23 MB) no longer thrashes the 2 MB default
 SQLITE_BULK_CACHE_KIB = 16_000
 _BEGIN_OPTION = "batch_sender_sqlite_begin"
+#: a URL without a driver (``mysql://``) → the driver batch-sender's extras install
+DEFAULT_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+#: backend → the extra that installs its driver (``pip install 'batch-sender[mysql]'``)
+EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 def masked(url: str | URL) -> str:
@@ -37,9 +41,34 @@ def masked(url: str | URL) -> str:
         return "<unparsable database URL>"
 
 
+def with_driver(url: str | URL) -> URL:
+    """``url`` parsed, with the driver our extras install when it names none.
+
+    SQLAlchemy reads ``mysql://`` and ``mariadb://`` as the mysqlclient driver (and
+    ``postgresql://`` as psycopg2 before 2.1); ``batch-sender[mysql]`` installs PyMySQL and
+    ``batch-sender[postgres]`` psycopg 3, so a URL without ``+driver`` means those.
+    """
+    parsed = make_url(url)
+    if "+" not in parsed.drivername and parsed.drivername in DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=f"{parsed.drivername}+{DEFAULT_DRIVERS[parsed.drivername]}")
+    return parsed
+
+
+def driver_hint(url: str | URL) -> str:
+    """What to install for ``url``'s driver: our extra for the databases we test."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "a SQLAlchemy driver for it"
+    extra = EXTRAS.get(parsed.get_backend_name())
+    if extra is None:
+        return f"a SQLAlchemy driver for {parsed.drivername!r}"
+    return f"batch-sender[{extra}] (pip install 'batch-sender[{extra}]')"
+
+
 def create(url: str) -> Engine:
     """A SQLAlchemy engine for ``url`` with the per-database settings described above."""
-    parsed = make_url(url)
+    parsed = with_driver(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(parsed)

@@ -122,7 +122,7 @@ def test_bad_option_values_are_usage_errors(bs, simulator, tmp_path, args, expec
     src = write_csv(tmp_path / "c.csv", [("27821000001", "Ann")])
     out = bs("run", str(src), "--text", "Hi", *args, sim=simulator)
     assert out.exit_code == 2
-    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("Error:")]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("batch-sender: error:")]
     assert len(errors) == 1 and expect in errors[0], out.stderr
     assert "Traceback" not in out.stderr
     assert staged_campaigns(tmp_path) == 0

@@ -33,13 +33,13 @@ def test_precedence_is_flag_then_environment_then_file_then_default(bs, tmp_path
     no_env = {"BATCH_SENDER_GATEWAY_URL": ""}
 
     rows = show(bs, *base, "--json", env=no_env)
-    assert rows["chunk_size"]["value"] == 50 and rows["chunk_size"]["source"].startswith("file")
-    assert rows["gateway_url"]["value"] == "http://file.example/soap"
+    assert rows["chunk-size"]["value"] == 50 and rows["chunk-size"]["source"].startswith("file")
+    assert rows["gateway-url"]["value"] == "http://file.example/soap"
     assert rows["rate"]["source"] == "default"
 
     rows = show(bs, *base, "--json", env={"BATCH_SENDER_GATEWAY_URL": "http://env.example/soap"})
-    assert rows["gateway_url"]["value"] == "http://env.example/soap"
-    assert rows["gateway_url"]["source"] == "environment BATCH_SENDER_GATEWAY_URL"
+    assert rows["gateway-url"]["value"] == "http://env.example/soap"
+    assert rows["gateway-url"]["source"] == "environment BATCH_SENDER_GATEWAY_URL"
 
     rows = show(
         bs,
@@ -51,9 +51,9 @@ def test_precedence_is_flag_then_environment_then_file_then_default(bs, tmp_path
         "7",
         env={"BATCH_SENDER_GATEWAY_URL": "http://env.example/soap"},
     )
-    assert rows["gateway_url"]["value"] == "http://flag.example/soap"
-    assert rows["gateway_url"]["source"] == "flag"
-    assert rows["chunk_size"]["source"] == "flag"
+    assert rows["gateway-url"]["value"] == "http://flag.example/soap"
+    assert rows["gateway-url"]["source"] == "flag"
+    assert rows["chunk-size"]["source"] == "flag"
 
 
 def test_the_file_in_the_working_directory_is_applied_to_a_real_run(

@@ -301,3 +301,30 @@ def test_gsm_septets_matches_a_per_character_count(text: str) -> None:
         assert sms.gsm_septets(text) == expected
     else:
         assert sms.gsm_septets(text) is None
+
+
+# -- smarten (--smart-encoding) ----------------------------------------------------------------
+
+
+def test_smarten_replaces_typographic_punctuation_by_gsm():
+    text, replaced = sms.smarten("It’s “here” – at last… 10\u00a0am")
+    assert text == 'It\'s "here" - at last... 10 am'
+    assert replaced == ("’", "“", "”", "–", "…", "\u00a0")
+    assert sms.gsm_septets(text) is not None
+
+
+def test_smarten_leaves_a_text_that_needs_ucs2_anyway_untouched():
+    assert sms.smarten("Привет, “друг”") == ("Привет, “друг”", ())
+    assert sms.smarten("Thanks ’ 😀") == ("Thanks ’ 😀", ())
+    assert sms.smarten("plain ASCII") == ("plain ASCII", ())
+
+
+@given(st.text(alphabet=st.sampled_from(sorted(sms.SMART_REPLACEMENTS) + list("aZé ,.€😀Ж"))))
+def test_smarten_changes_only_the_listed_characters_and_only_to_gsm(text):
+    out, replaced = sms.smarten(text)
+    if not replaced:
+        assert out == text
+        return
+    assert sms.gsm_septets(out) is not None
+    assert out == "".join(sms.SMART_REPLACEMENTS.get(c, c) for c in text)
+    assert set(replaced) == {c for c in text if c in sms.SMART_REPLACEMENTS}
