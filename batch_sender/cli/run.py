@@ -362,8 +362,6 @@ def _send(
             )
             log.info("sending to the built-in simulator at %s", sim.url)
         store = stack.enter_context(open_store(db_url, "create"))
-        if preparer.smart.rows and preparer.smart.enabled:
-            log.info("%s", _smart_summary(preparer.smart))
         if naming is not None:
             chosen = campaign.choose_name(store, source, settings, new=naming == "new")
             settings = dataclasses.replace(settings, name=chosen)
@@ -387,6 +385,8 @@ def _send(
             controls=controls,
         )
         display.close()
+        if preparer.smart.rows and preparer.smart.enabled:
+            log.info("%s", _smart_summary(preparer.smart))
         if as_json:
             click.echo(json.dumps(result.as_dict()))
         else:
