@@ -263,11 +263,13 @@ class Sender:
         accepted: list[SentOutcomes] = []  # whole chunks accepted, packed by the courier
         release: list[int] = []
         orphaned: list[Chunk] = []  # held by a sending process that died
+        why = ""
         for chunk, future in finished:
             try:
                 result = future.result()
-            except WorkerProcessError:
+            except WorkerProcessError as exc:
                 orphaned.append(chunk)
+                why = why or str(exc)
                 continue
             except Exception as exc:  # a bug, not a gateway answer: keep the rows, stop the run
                 log.exception("sending chunk %s failed unexpectedly", chunk.client_message_id)
@@ -295,7 +297,7 @@ class Sender:
             else:
                 progress.unknown += 1
         if orphaned:
-            self._orphaned(orphaned)
+            self._orphaned(orphaned, why)
         if release and (outcomes or accepted):
             # one transaction: a crash between recording and releasing would leave the released
             # rows `sending` under a climsgid the gateway knows (settling: `unknown`)
@@ -306,15 +308,15 @@ class Sender:
             self._store.release(release)
         return bool(release)
 
-    def _orphaned(self, chunks: list[Chunk]) -> None:
+    def _orphaned(self, chunks: list[Chunk], why: str) -> None:
         """Chunks a dead sending process held: it may have sent them, so their rows stay
         ``sending`` under this worker, which the next run finds dead and settles with querymsg.
         Said once per run, not once per chunk."""
         self._orphan_rows += sum(len(c.recipients) for c in chunks)
         if self._fatal is None:
             self._fatal = RunStopped(
-                "the sending process died; the requests it held stay 'sending' and the next "
-                "run settles them with querymsg"
+                f"{why}: the requests it held stay 'sending' and the next run settles them "
+                "with querymsg"
             )
             log.error("stopping the run: %s", self._fatal)
             self._stop.set()

@@ -121,7 +121,9 @@ def test_the_child_dies_with_its_parent_and_a_rerun_sends_each_number_once(
     assert camp.finish() == {"rows": 20_000, "sent": 20_000, "duplicates": 0, "lost": 0}
 
 
-def test_a_child_killed_mid_run_leaves_its_rows_unknown_never_lost(make_simulator, tmp_path):
+def test_a_child_killed_mid_run_leaves_its_rows_to_the_next_run_never_lost(
+    make_simulator, tmp_path
+):
     sim = make_simulator(latency_ms=LATENCY_MS)
     camp, run, (kid,) = sending_mid_run(tmp_path, sim)
 
@@ -130,9 +132,10 @@ def test_a_child_killed_mid_run_leaves_its_rows_unknown_never_lost(make_simulato
 
     assert run.returncode == 3, err[-2000:]  # stopped: the run cannot send any more
     assert "the sending process ended" in err
-    figures = camp.ledger(allowed={"sent", "unknown", "pending"})
-    assert figures.get("unknown", 0) > 0  # what the child held: it may have been accepted
-    # the next run settles the unknown rows it must not resend blindly, then sends the rest
+    assert "Traceback" not in err  # one line for the run, not a traceback per chunk (issue 15)
+    figures = camp.ledger(allowed={"sent", "sending", "pending"})
+    assert figures.get("sending", 0) > 0  # what the child held: it may have been accepted
+    # the next run settles the rows it must not resend blindly (querymsg), then sends the rest
     settle = camp.start()
     settle.communicate(timeout=120)
     assert camp.ledger(allowed={"sent", "unknown"})["duplicates"] == 0
@@ -214,7 +217,7 @@ def test_a_garbled_answer_stops_the_child_and_leaves_its_rows_unknown(
     bs, simulator, tmp_path, monkeypatch
 ):
     """An answer the parent cannot read ends the sending process at once (it might otherwise
-    sit blocked on a pipe nobody reads, and the run with it); its rows are unknown, not lost."""
+    sit blocked on a pipe nobody reads, and the run with it); its rows are not lost."""
     monkeypatch.setattr(workers, "CHILD_COMMAND", (sys.executable, "-c", _GARBLING_CHILD))
     src = tmp_path / "c.csv"
     src.write_text("to\n" + "".join(f"2782100{i:04d}\n" for i in range(120)))
@@ -226,8 +229,9 @@ def test_a_garbled_answer_stops_the_child_and_leaves_its_rows_unknown(
     assert "the sending process ended (exit status -9)" in out.stderr  # killed, not its own exit
     rows = results(tmp_path / "results.db")
     assert len(rows) == 120
-    assert {r["status"] for r in rows} <= {"unknown", "pending"}
-    assert any(r["status"] == "unknown" for r in rows)
+    # what the child held stays `sending` for the next run to settle (issue 15, item 12)
+    assert {r["status"] for r in rows} <= {"sending", "pending"}
+    assert any(r["status"] == "sending" for r in rows)
     assert simulator.accepted_count == 0
 
 
