@@ -44,7 +44,7 @@ from sqlalchemy.sql.dml import Update
 from batch_sender.errors import StoreError
 from batch_sender.states import STAGED_ONLY, Status
 from batch_sender.store import engine as engines
-from batch_sender.store import migrate
+from batch_sender.store import inbox, migrate
 from batch_sender.store.records import (
     Campaign,
     Census,
@@ -649,6 +649,7 @@ class Store:
         with (
             engines.store_errors("recording outcomes", self._url),
             engines.begin_write(self._engine) as conn,
+            inbox.applied_on_record(conn, outcomes, accepted),  # receipts that came first
         ):
             _asynchronous_commit(conn)
             sql = _ClaimSql.for_dialect(conn.dialect)
