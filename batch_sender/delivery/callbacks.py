@@ -613,6 +613,7 @@ class CallbackServer:
             access_log=False,
             log_config=None,
             server_header=False,
+            proxy_headers=False,  # behind nginx: its log has the client addresses
             date_header=False,
             timeout_keep_alive=int(IDLE_TIMEOUT),
             backlog=BACKLOG,

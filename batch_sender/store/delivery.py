@@ -38,12 +38,10 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    insert,
     literal,
     literal_column,
     or_,
     select,
-    update,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -52,7 +50,6 @@ from batch_sender.states import Status
 from batch_sender.store import engine as engines
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
-    CHARGE,
     CLIENT_MESSAGE_ID_LENGTH,
     MSISDN_LENGTH,
     UTCDateTime,
@@ -93,21 +90,6 @@ _FOUND = (
     _r.charge,
     _r.error_code,
     _r.error_description,
-)
-_INSERT_EVENT = insert(delivery_events)
-_UPDATE = (
-    update(recipients)
-    .where(_r.id == bindparam("b_rid"))
-    .values(
-        delivery_status=bindparam("b_delivery_status"),
-        delivered_at=bindparam("b_delivered_at", type_=UTCDateTime()),
-        charge=bindparam("b_charge", type_=CHARGE),
-        api_message_id=bindparam("b_api"),
-        status=bindparam("b_status"),
-        error_code=bindparam("b_code"),
-        error_description=bindparam("b_description"),
-        updated_at=bindparam("b_now", type_=UTCDateTime()),
-    )
 )
 
 
@@ -609,7 +591,7 @@ def apply_to_rows(
         return []
     rids = sorted({rid for rid, _ in items})
     seen = {(int(rid), str(s)) for rid, s in conn.execute(_SEEN_ANY, {"b_rids": rids})}
-    events: list[dict[str, Any]] = []
+    events: list[tuple[int, str, datetime | None, float | None, str]] = []
     dirty: set[int] = set()
     out: list[Applied] = []
     for rid, report in items:
@@ -619,16 +601,7 @@ def apply_to_rows(
         seen.add((rid, report.status))
         row = rows[rid]
         status_at = _naive(report.status_at)
-        events.append(
-            {
-                "recipient_id": rid,
-                "status": report.status,
-                "status_at": status_at,
-                "charge": report.charge,
-                "source": report.source,
-                "received_at": now,
-            }
-        )
+        events.append((rid, report.status, status_at, report.charge, report.source))
         moved = statuses.supersedes(report.status, row["delivery_status"])
         if moved:
             row["delivery_status"] = report.status
@@ -641,27 +614,68 @@ def apply_to_rows(
             row.update(status=Status.SENT.value, error_code=None, error_description=None)
         dirty.add(rid)
         out.append(Applied.UPDATED if moved else Applied.RECORDED)
+    sql = _WriteSql.for_dialect(conn.dialect)
+    stamp = sql.time(now)
     if events:
-        conn.execute(_INSERT_EVENT, events)
-    if dirty:
-        conn.execute(
-            _UPDATE,
+        conn.exec_driver_sql(
+            sql.insert_event,
             [
-                {
-                    "b_rid": rid,
-                    "b_delivery_status": rows[rid]["delivery_status"],
-                    "b_delivered_at": _naive(rows[rid]["delivered_at"]),
-                    "b_charge": rows[rid]["charge"],
-                    "b_api": rows[rid]["api_message_id"],
-                    "b_status": rows[rid]["status"],
-                    "b_code": rows[rid]["error_code"],
-                    "b_description": rows[rid]["error_description"],
-                    "b_now": now,
-                }
-                for rid in sorted(dirty)
+                (rid, status, sql.time(at), charge, source, stamp)
+                for rid, status, at, charge, source in events
+            ],
+        )
+    if dirty:
+        conn.exec_driver_sql(
+            sql.update,
+            [
+                (
+                    row["delivery_status"],
+                    sql.time(_naive(row["delivered_at"])),
+                    row["charge"],
+                    row["api_message_id"],
+                    row["status"],
+                    row["error_code"],
+                    row["error_description"],
+                    stamp,
+                    rid,
+                )
+                for rid, row in ((rid, rows[rid]) for rid in sorted(dirty))
             ],
         )
     return out
+
+
+class _WriteSql:
+    """The two writes of :func:`apply_to_rows` as driver SQL (executemany without building Core
+    parameters per row: most of the receiver's time otherwise), one per dialect."""
+
+    _cache: dict[str, _WriteSql] = {}
+
+    def __init__(self, dialect: Any) -> None:
+        m = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        self.insert_event = (
+            "INSERT INTO delivery_events (recipient_id, status, status_at, charge, source, "
+            f"received_at) VALUES ({m}, {m}, {m}, {m}, {m}, {m})"
+        )
+        self.update = (
+            f"UPDATE recipients SET delivery_status = {m}, delivered_at = {m}, charge = {m}, "
+            f"api_message_id = {m}, status = {m}, error_code = {m}, error_description = {m}, "
+            f"updated_at = {m} WHERE id = {m}"
+        )
+
+    @classmethod
+    def for_dialect(cls, dialect: Any) -> _WriteSql:
+        key = f"{dialect.name}+{dialect.driver}"
+        found = cls._cache.get(key)
+        if found is None:
+            found = cls._cache[key] = cls(dialect)
+        return found
+
+    def time(self, value: datetime | None) -> Any:
+        if value is None or self._to_db is None:
+            return value
+        return self._to_db(value)
 
 
 def _naive(value: datetime | None) -> datetime | None:
