@@ -78,7 +78,8 @@ SCENARIOS = (
     "staging",
     "dry_run",
 )
-EXTRA_SCENARIOS = ("profile",)
+EXTRA_SCENARIOS = ("profile", "receipts")
+RECEIPT_MESSAGES = 10_000  # messages of the receipts scenario (two receipts each)
 
 
 @dataclass(frozen=True)
@@ -501,6 +502,33 @@ def scenario_dry_run(h: Harness) -> dict[str, Any]:
     result = figures(m, rows=rows, recipients=out["recipients"], requests=0)
     result["rows_s"] = round(rows / m.wall_s, 1)
     result["report"] = out
+    return result
+
+
+def scenario_receipts(h: Harness) -> dict[str, Any]:
+    """The receiver's ingest (``bench_receipts.py``): old (main) and new, on every database.
+
+    Needs the PostgreSQL and MariaDB of the tests (``BATCH_SENDER_TEST_POSTGRES`` /
+    ``_MARIADB``). Reported here: the new receiver on SQLite; every figure in receipts.json.
+    """
+    messages = 2000 if h.sizes.rows <= 20_000 else RECEIPT_MESSAGES
+    out = h.out / "receipts.json"
+    args = [PYTHON, str(BENCH / "bench_receipts.py"), "--messages", str(messages)]
+    m = measure([*args, "--json", str(out)], env=base_env(), log=h.log)
+    if m.exit_code != 0:
+        raise SystemExit(f"bench_receipts exited {m.exit_code}; see {h.log}")
+    found = {(r["database"], r["receiver"]): r for r in json.loads(out.read_text())}
+    new = found[("sqlite", "new")]
+    result = {
+        "recipients": new["receipts"],
+        "recipients_s": new["receipts_s"],
+        "wall_s": new["wall_s"],
+        "cpu_s": new["receiver_cpu_s"],
+    }
+    for (database, receiver), r in found.items():
+        result[f"{database}_{receiver}_receipts_s"] = r["receipts_s"]
+        result[f"{database}_{receiver}_p99_ms"] = r["p99_ms"]
+        result[f"{database}_{receiver}_lost"] = r["lost"]
     return result
 
 

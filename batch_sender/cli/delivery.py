@@ -112,7 +112,7 @@ def callbacks(
     with errors(), open_store(db_url, "create") as store:
         try:
             server = CallbackServer(
-                DeliveryStore(store),
+                DeliveryStore(store, durable=True),
                 host=host,
                 port=port,
                 auth=CallbackAuth(token=token or None, user=user, password=password),
@@ -141,7 +141,8 @@ def callbacks(
             s = server.stats
             click.echo(
                 f"stopped: {s.updated} updated, {s.recorded} late, {s.duplicates} repeated, "
-                f"{s.unknown} unknown IDs, {s.bad + s.refused} refused",
+                f"{s.kept} kept for IDs not recorded yet, {s.unknown} unknown, "
+                f"{s.bad + s.refused} refused",
                 err=True,
             )
 

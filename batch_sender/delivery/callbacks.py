@@ -13,15 +13,22 @@ regard to case). Answers:
 * ``401``/``403`` when a token or basic-auth password is configured and missing/wrong;
 * ``503`` when the database cannot be written, so that the gateway tries again later.
 
-The standard library's threading server parses requests (one thread per connection); one writer
-thread records them (:class:`GroupCommit`): whatever arrived while the previous transaction ran
+* ``202`` once a receipt that matches no recipient yet is committed to the inbox (its apiMsgId
+  is recorded later: it is applied then, exactly once);
+* ``414`` for a URL over ``MAX_URL`` bytes; ``405`` for another method.
+
+:class:`CallbackApp` is an ASGI application; :class:`CallbackServer` runs it under uvicorn (the
+httptools parser on uvloop, the simulator's own stack): malformed request lines get uvicorn's
+400 at once, a client that went away costs nothing but a closed transport. One writer thread
+records the reports (:class:`GroupCommit`): whatever arrived while the previous transaction ran
 is committed together, and each request is answered once its own report is committed. Bursts of
 callbacks then cost one transaction per batch instead of one per request, and SQLite sees a
-single writer instead of many threads queueing for its lock.
+single writer. The same thread looks for kept receipts' IDs (``DeliveryStore.sweep``) when due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -29,12 +36,12 @@ import json
 import logging
 import math
 import queue
-import sys
+import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -45,6 +52,7 @@ from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
 __all__ = [
     "MAX_BODY",
     "BadCallback",
+    "CallbackApp",
     "CallbackAuth",
     "CallbackServer",
     "GroupCommit",
@@ -55,11 +63,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # bytes; a callback is a few hundred
+MAX_URL = 8 * 1024  # bytes of path and query; longer: 414
 MAX_FIELDS = 100  # form/query fields per request
 IDLE_TIMEOUT = 30.0  # seconds a keep-alive connection may sit idle
 TOKEN_HEADER = "X-Callback-Token"
 MAX_CHARGE = 1e6  # credits; larger values are not charges
 MAX_BATCH = 500  # reports committed in one transaction at most
+SWEEP_INTERVAL = 1.0  # seconds between looks for kept receipts' IDs (when any are due)
+BACKLOG = 2048  # listen backlog: a flood of new connections queues, not refused
 _REALM = 'Basic realm="batch-sender callbacks"'
 
 
@@ -245,7 +256,8 @@ class ReceiverStats:
     recorded: int = 0  # history only (late, out of order)
     duplicates: int = 0
     unknown: int = 0
-    bad: int = 0  # 400/411
+    kept: int = 0  # matched nothing yet: in the inbox (202)
+    bad: int = 0  # 400/411/414
     refused: int = 0  # 401/403
     errors: int = 0  # 503
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -258,32 +270,64 @@ class ReceiverStats:
 class _Pending:
     __slots__ = ("applied", "done", "error", "report")
 
-    def __init__(self, report: DeliveryReport) -> None:
+    def __init__(self, report: DeliveryReport, done: Callable[[_Pending], None]) -> None:
         self.report = report
-        self.done = threading.Event()
+        self.done = done  # called on the writer thread once committed (or failed)
         self.applied: Applied | None = None
         self.error: StoreError | None = None
 
 
 class GroupCommit:
-    """One writer thread recording reports in batches; callers block until theirs is committed."""
+    """One writer thread recording reports in batches; callers wait until theirs is committed.
 
-    def __init__(self, deliveries: DeliveryStore, *, max_batch: int = MAX_BATCH) -> None:
+    Between batches (at most every :data:`SWEEP_INTERVAL`) it also applies kept receipts whose
+    IDs a run recorded meanwhile without the receiver's lookup seeing them (``sweep``).
+    """
+
+    def __init__(
+        self,
+        deliveries: DeliveryStore,
+        *,
+        max_batch: int = MAX_BATCH,
+        sweep_interval: float = SWEEP_INTERVAL,
+    ) -> None:
         self._deliveries = deliveries
         self._max_batch = max_batch
+        self._sweep_interval = sweep_interval
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="callback-writer", daemon=True)
         self._closed = False
-        self._thread.start()
         self.transactions = 0
+        self._thread.start()
 
     def record(self, report: DeliveryReport) -> Applied:
         """Record ``report``; returns once it is committed. :class:`StoreError` if it was not."""
+        event = threading.Event()
+        pending = self._put(report, lambda _: event.set())
+        event.wait()
+        return self._result(pending)
+
+    async def record_async(self, report: DeliveryReport) -> Applied:
+        """:meth:`record` for a coroutine on a running event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done(_: _Pending) -> None:
+            loop.call_soon_threadsafe(_resolve, future)
+
+        pending = self._put(report, done)
+        await future
+        return self._result(pending)
+
+    def _put(self, report: DeliveryReport, done: Callable[[_Pending], None]) -> _Pending:
         if self._closed:
             raise StoreError("the receiver is shutting down")
-        pending = _Pending(report)
+        pending = _Pending(report, done)
         self._queue.put(pending)
-        pending.done.wait()
+        return pending
+
+    @staticmethod
+    def _result(pending: _Pending) -> Applied:
         if pending.error is not None:
             raise pending.error
         assert pending.applied is not None
@@ -297,21 +341,41 @@ class GroupCommit:
         self._thread.join()
 
     def _run(self) -> None:
+        next_sweep = time.monotonic()
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._sweep_interval)
+            except queue.Empty:
+                first = None if self._closed else _IDLE
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-            self._commit(batch)
+            if first is not _IDLE:
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    batch.append(item)
+                self._commit(batch)
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + self._sweep_interval
+
+    def _sweep(self) -> None:
+        try:
+            applied = self._deliveries.sweep()
+        except StoreError as exc:
+            log.warning("matching kept receipts failed (will try again): %s", exc)
+            return
+        except Exception:
+            log.exception("matching kept receipts failed")
+            return
+        if applied:
+            log.info("applied %d kept receipts whose message IDs were recorded", applied)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -328,132 +392,194 @@ class GroupCommit:
             for p, result in zip(batch, applied, strict=True):
                 p.applied = result
         for p in batch:
-            p.done.set()
+            p.done(p)
 
 
-_APPLIED_COUNTER = {
-    Applied.UPDATED: "updated",
-    Applied.RECORDED: "recorded",
-    Applied.DUPLICATE: "duplicates",
-    Applied.UNKNOWN: "unknown",
+_IDLE = _Pending(DeliveryReport(status="000"), lambda _: None)  # the queue stayed empty
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # (cancelled when the client went away)
+        future.set_result(None)
+
+
+_APPLIED_ANSWER = {
+    Applied.UPDATED: (200, "updated"),
+    Applied.RECORDED: (200, "recorded"),
+    Applied.DUPLICATE: (200, "duplicates"),
+    Applied.UNKNOWN: (200, "unknown"),
+    Applied.KEPT: (202, "kept"),
 }
 
+_Scope = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    # a request line we cannot read is answered with a status line (HTTP/0.9 would get none)
-    default_request_version = "HTTP/1.0"
-    error_message_format = "%(code)d %(message)s\n"
-    error_content_type = "text/plain; charset=utf-8"
-    server_version = "batch-sender-callbacks"
-    sys_version = ""
-    disable_nagle_algorithm = True
-    timeout = IDLE_TIMEOUT
-    server: CallbackServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._handle(b"")
+class _HeaderMap:
+    """An ASGI scope's headers with the case-insensitive ``get`` that :class:`CallbackAuth` uses."""
 
-    def do_POST(self) -> None:  # noqa: N802
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or length is None:
-            self._refuse(411, "send a Content-Length")
+    __slots__ = ("_items",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._items = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._items.get(name.lower(), default)
+
+
+class CallbackApp:
+    """The receiver as an ASGI application: parse, authenticate, hand to the writer, answer.
+
+    Runs under any ASGI server; :class:`CallbackServer` (and ``batch-sender callbacks``) use
+    uvicorn. Needs a :class:`GroupCommit` whose writer thread outlives the server's loop.
+    """
+
+    def __init__(
+        self,
+        writer: GroupCommit,
+        *,
+        auth: CallbackAuth | None = None,
+        max_body: int = MAX_BODY,
+        on_mo: Callable[[str, str], bool] | None = None,
+        stats: ReceiverStats | None = None,
+    ) -> None:
+        self.writer = writer
+        self.auth = auth or CallbackAuth()
+        self.max_body = max_body
+        #: called with (from, text) for inbound replies; True when it was a stop request
+        self.on_mo = on_mo
+        self.stats = stats or ReceiverStats()
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
             return
-        try:
-            size = int(length)
-        except ValueError:
-            self._refuse(400, "bad Content-Length")
+        if scope["type"] != "http":
             return
-        if size < 0 or size > self.server.max_body:
-            self._refuse(400, f"body larger than {self.server.max_body} bytes")
+        method = scope["method"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        if len(scope.get("raw_path") or b"") + len(query) > MAX_URL:
+            await self._refuse(send, 414, f"URL longer than {MAX_URL} bytes")
             return
-        self._handle(self.rfile.read(size))
+        if method not in ("GET", "POST"):
+            await self._refuse(send, 405, "use GET or POST", {"allow": "GET, POST"})
+            return
+        headers = _HeaderMap(scope["headers"])
+        body = b""
+        if method == "POST":
+            length = headers.get("content-length")
+            if headers.get("transfer-encoding") or length is None:
+                await self._refuse(send, 411, "send a Content-Length")
+                return
+            try:
+                size = int(length)
+            except ValueError:
+                await self._refuse(send, 400, "bad Content-Length")
+                return
+            if size < 0 or size > self.max_body:
+                await self._refuse(send, 400, f"body larger than {self.max_body} bytes")
+                return
+            body = await _read_body(receive)
+        await self._handle(scope, headers, query, body, send)
 
-    def do_PUT(self) -> None:  # noqa: N802
-        self._refuse(405, "use GET or POST", keep_open=False)
-
-    do_DELETE = do_PATCH = do_PUT  # noqa: N815
-
-    def _handle(self, body: bytes) -> None:
-        _, _, query = self.path.partition("?")
-        stats = self.server.stats
-        denied = self.server.auth.check(self.headers, query)
+    async def _handle(
+        self, scope: _Scope, headers: _HeaderMap, query: str, body: bytes, send: _Send
+    ) -> None:
+        stats = self.stats
+        denied = self.auth.check(headers, query)
         if denied is not None:
             stats.count("refused")
-            extra = {"WWW-Authenticate": _REALM} if denied == 401 else {}
-            self._reply(denied, "unauthorized" if denied == 401 else "forbidden", extra)
+            extra = {"www-authenticate": _REALM} if denied == 401 else {}
+            await _reply(send, denied, "unauthorized" if denied == 401 else "forbidden", extra)
             return
-        content_type = self.headers.get("Content-Type", "")
+        content_type = headers.get("content-type") or ""
         try:
             mo = parse_mo(query, body, content_type)
             if mo is not None:
-                self._inbound(*mo)
+                await self._inbound(send, *mo)
                 return
             report = parse_callback(query, body, content_type)
         except BadCallback as exc:
             stats.count("bad")
-            log.info("bad callback from %s: %s", self.client_address[0], exc)
-            self._reply(400, str(exc))
+            client = scope.get("client") or ("?",)
+            log.info("bad callback from %s: %s", client[0], exc)
+            await _reply(send, 400, str(exc))
             return
         try:
-            applied = self.server.writer.record(report)
+            applied = await self.writer.record_async(report)
         except StoreError as exc:
             stats.count("errors")
             log.error("could not record a delivery status: %s", exc)
-            self._reply(503, "cannot record now, try again later")
+            await _reply(send, 503, "cannot record now, try again later")
             return
-        stats.count(_APPLIED_COUNTER[applied])
-        self._reply(200, applied.value)
+        status, counter = _APPLIED_ANSWER[applied]
+        stats.count(counter)
+        await _reply(send, status, applied.value)
 
-    def _inbound(self, sender: str, text: str) -> None:
+    async def _inbound(self, send: _Send, sender: str, text: str) -> None:
         """An inbound reply: a stop keyword puts its sender on the suppression list."""
-        on_mo = self.server.on_mo
+        on_mo = self.on_mo
         try:
-            stopped = on_mo is not None and on_mo(sender, text)
+            stopped = on_mo is not None and await asyncio.to_thread(on_mo, sender, text)
         except StoreError as exc:
-            self.server.stats.count("errors")
+            self.stats.count("errors")
             log.error("could not record a stop reply: %s", exc)
-            self._reply(503, "cannot record now, try again later")
+            await _reply(send, 503, "cannot record now, try again later")
             return
-        self._reply(200, "stop recorded" if stopped else "mo ignored")
+        await _reply(send, 200, "stop recorded" if stopped else "mo ignored")
 
-    def _refuse(self, status: int, message: str, *, keep_open: bool = False) -> None:
+    async def _refuse(
+        self, send: _Send, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Answer without reading the body, and close: the rest of the stream is unread."""
-        self.server.stats.count("bad")
-        self.close_connection = not keep_open
-        self._reply(status, message, {"Connection": "close"})
-
-    def _reply(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        data = (message + "\n").encode("utf-8", "replace")
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """Access log at debug level, without the query string (it may carry the token)."""
-        log.debug("%s %s %s", self.client_address[0], self.command, self._logged_path())
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug("%s %s -> %s", self.command, self._logged_path(), code)
-
-    def _logged_path(self) -> str:
-        """The path without its query; empty before a request line was read (a malformed or
-        over-long one is answered 400/414 before ``path`` exists)."""
-        path: str = getattr(self, "path", "")
-        return path.partition("?")[0][:200]
+        self.stats.count("bad")
+        await _reply(send, status, message, {**(headers or {}), "connection": "close"})
 
 
-class CallbackServer(ThreadingHTTPServer):
-    """The receiver: ``serve_forever()`` in the foreground, or ``start()``/``stop()`` in tests."""
+async def _read_body(receive: _Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
 
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128  # listen backlog; the default 5 drops bursts of new connections
+
+async def _reply(
+    send: _Send, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> None:
+    data = (message + "\n").encode("utf-8", "replace")
+    raw = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(data)).encode()),
+        (b"server", b"batch-sender-callbacks"),
+    ]
+    raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _lifespan(receive: _Receive, send: _Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class CallbackServer:
+    """The receiver under uvicorn: ``serve_forever()`` in the foreground, or ``start()``/``stop()``.
+
+    The socket is bound when constructed (``OSError`` if the port is taken; port 0 picks one);
+    uvicorn runs the :class:`CallbackApp` on it with httptools and uvloop, one process (one
+    writer: SQLite takes one at a time anyway, and one transaction per batch is what is fast).
+    """
 
     def __init__(
         self,
@@ -465,54 +591,119 @@ class CallbackServer(ThreadingHTTPServer):
         max_body: int = MAX_BODY,
         on_mo: Callable[[str, str], bool] | None = None,
     ) -> None:
+        import uvicorn
+
         self.deliveries = deliveries
-        #: called with (from, text) for inbound replies; True when it was a stop request
-        self.on_mo = on_mo
-        self.writer = GroupCommit(deliveries)
-        self.auth = auth or CallbackAuth()
-        self.max_body = max_body
         self.stats = ReceiverStats()
-        self._thread: threading.Thread | None = None
+        self.writer = GroupCommit(deliveries)
+        self.app = CallbackApp(
+            self.writer, auth=auth, max_body=max_body, on_mo=on_mo, stats=self.stats
+        )
         try:
-            super().__init__((host, port), _Handler)
+            self._socket = _bind(host, port)
         except BaseException:
             self.writer.close()
             raise
+        self.server_address = self._socket.getsockname()
+        config = uvicorn.Config(
+            self.app,
+            http="httptools",
+            loop="uvloop" if _has_uvloop() else "asyncio",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            proxy_headers=False,  # behind nginx: its log has the client addresses
+            date_header=False,
+            timeout_keep_alive=int(IDLE_TIMEOUT),
+            backlog=BACKLOG,
+        )
+        self._server = uvicorn.Server(config)
+        _quiet_uvicorn()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def auth(self) -> CallbackAuth:
+        return self.app.auth
 
     @property
     def url(self) -> str:
         """``http://host:port/`` as bound (the real port when 0 was asked)."""
         host, port = self.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
 
+    def serve_forever(self) -> None:
+        """Serve until SIGINT/SIGTERM (in the main thread) or :meth:`stop`."""
+        self._server.run(sockets=[self._socket])
+
     def start(self) -> CallbackServer:
-        """Serve on a background thread; returns self."""
+        """Serve on a background thread; returns self once it accepts connections."""
         self._thread = threading.Thread(
             target=self.serve_forever, name="callback-receiver", daemon=True
         )
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the callback receiver did not start")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket, let the writer finish."""
         if self._thread is not None:
-            self.shutdown()
+            self._server.should_exit = True
             self._thread.join()
             self._thread = None
         self.server_close()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away (reset, broken pipe, timeout) is no error: one debug line, no
-        traceback. Anything else is logged once, with its traceback, through our logger."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            log.debug("client %s went away: %s", client_address[0], type(exc).__name__)
-            return
-        log.exception("handling a request from %s failed", client_address[0])
-
     def server_close(self) -> None:
         """Close the socket, then let the writer commit what it was given and stop."""
-        super().server_close()
-        self.writer.close()
+        if not self._closed:
+            self._closed = True
+            self._socket.close()
+            self.writer.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _quiet_uvicorn() -> None:
+    """uvicorn's own lines through our logger: start/stop, and a request it could not parse
+    (answered 400 already; anyone can send them) at debug, real errors as they are."""
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        logger.handlers = [_Forward()]
+        logger.setLevel(logging.DEBUG)
+
+
+class _Forward(logging.Handler):
+    """Hands uvicorn's records to our logger's handlers (their format, their redaction)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        if log.isEnabledFor(record.levelno):
+            log.handle(record)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True

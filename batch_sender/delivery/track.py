@@ -127,7 +127,12 @@ def _one_pass(
             stats.final += statuses.is_final(code)
             left += not statuses.is_final(code)
             reports.append(
-                DeliveryReport(status=code, api_message_id=row.api_message_id, source="querymsg")
+                DeliveryReport(
+                    status=code,
+                    api_message_id=row.api_message_id,
+                    source="querymsg",
+                    recipient_id=row.recipient_id,
+                )
             )
             if len(reports) >= RECORD_BATCH:
                 stats.updated += _record(deliveries, reports)

@@ -98,6 +98,8 @@ class CallbackPoster:
                 "status": status,
                 "charge": f"{batch.charges[i]:g}",
             }
+            for name in gateway.config.callback_omit:
+                form.pop(name, None)
             posts.append(self._post(form))
         await asyncio.gather(*posts)
 

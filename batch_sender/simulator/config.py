@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["ECHO_KINDS", "FAULT_KINDS", "Credentials", "SimulatorConfig"]
+__all__ = ["CALLBACK_FIELDS", "ECHO_KINDS", "FAULT_KINDS", "Credentials", "SimulatorConfig"]
 
 DEFAULT_API_ID = "123456"  # the documentation's example credentials
 DEFAULT_USER = "MyUserName"
@@ -40,6 +40,11 @@ FAULT_KINDS = frozenset(
         "short_accept",  # accept every number, answer only the first number's `<return>`
         "bad_ids",  # accept every number, answer malformed IDs (kw: id, default "42")
     }
+)
+
+#: The parameters of a status callback (clickatell-api.md §6.3).
+CALLBACK_FIELDS = frozenset(
+    {"api_id", "apiMsgId", "cliMsgId", "to", "timestamp", "from", "status", "charge"}
 )
 
 #: Secrets a careless gateway echoes back (``echo_secrets``): the session ID in every sendmsg
@@ -93,6 +98,9 @@ class SimulatorConfig:
     undeliverable_prefixes: tuple[str, ...] = ()  # final status 007 instead of 004
     callback_url: str | None = None  # where msg_callback statuses are POSTed
     callback_retry_delays: tuple[float, ...] = (0.05, 0.2, 0.5)  # waits between failed posts
+    #: fields left out of every callback (of CALLBACK_FIELDS): e.g. {"cliMsgId"} for an account
+    #: whose callbacks carry only the apiMsgId, {"cliMsgId", "to"} for only the ID and status
+    callback_omit: frozenset[str] = frozenset()
     # Random faults: kind → probability per sendmsg request, drawn from Random(seed).
     fault_rates: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
@@ -106,6 +114,9 @@ class SimulatorConfig:
         unknown = set(self.fault_rates) - FAULT_KINDS
         if unknown:
             raise ValueError(f"unknown fault kinds: {', '.join(sorted(unknown))}")
+        unknown = set(self.callback_omit) - (CALLBACK_FIELDS - {"apiMsgId", "status"})
+        if unknown:
+            raise ValueError(f"cannot omit from callbacks: {', '.join(sorted(unknown))}")
         unknown = set(self.echo_secrets) - ECHO_KINDS
         if unknown:
             raise ValueError(f"unknown echo_secrets: {', '.join(sorted(unknown))}")

@@ -95,6 +95,11 @@ class Simulator:
         """Delivery callbacks the receiver acknowledged."""
         return 0 if self._callbacks is None else self._callbacks.posted
 
+    @property
+    def callbacks_failed(self) -> int:
+        """Delivery callbacks given up after every retry."""
+        return 0 if self._callbacks is None else self._callbacks.failed
+
     def inject(self, kind: str, times: int = 1, **options: Any) -> None:
         """Apply fault ``kind`` to the next ``times`` sendmsg requests (see ``FAULT_KINDS``)."""
         self.gateway.inject(kind, times, **options)

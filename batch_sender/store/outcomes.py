@@ -22,6 +22,7 @@ from sqlalchemy.sql.dml import Update
 
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
+from batch_sender.store import inbox
 from batch_sender.store.base import (
     _ID_BATCH,
     _SETTLEABLE,
@@ -85,6 +86,7 @@ class OutcomesMixin(StoreBase):
         with (
             engines.store_errors("recording outcomes", self._url),
             engines.begin_write(self._engine) as conn,
+            inbox.applied_on_record(conn, outcomes, accepted),  # receipts that came first
         ):
             _asynchronous_commit(conn)
             sql = _ClaimSql.for_dialect(conn.dialect)

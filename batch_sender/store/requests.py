@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, func, or_, select, update
 
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
+from batch_sender.store import inbox
 from batch_sender.store.facade import Store
 from batch_sender.store.records import Outcome, SentOutcomes
 from batch_sender.store.tables import (
@@ -72,6 +73,7 @@ def finish_chunks(
     with (
         engines.store_errors("recording outcomes", store.engine.url),
         engines.begin_write(store.engine) as conn,
+        inbox.applied_on_record(conn, outcomes, accepted),  # receipts that came first
     ):
         if rows:
             conn.execute(

@@ -49,6 +49,7 @@ __all__ = [
     "messages",
     "metadata",
     "rate_limits",
+    "receipt_inbox",
     "recipients",
     "results_view",
     "summary_view",
@@ -199,6 +200,28 @@ delivery_events = Table(
     Column("source", String(10), nullable=False),  # "callback" or "querymsg"
     Column("received_at", UTCDateTime(), nullable=False),
     UniqueConstraint("recipient_id", "status"),  # a repeated report is recorded once
+    **_MYSQL_OPTIONS,
+)
+
+#: Receipts that matched no recipient yet (revision 0008): kept, answered 2xx, and applied exactly
+#: once when their apiMsgId is recorded (a callback can overtake the recording of the send answer).
+#: Small (it holds only what is waiting), so its index is cheap where one on recipients is not.
+receipt_inbox = Table(
+    "receipt_inbox",
+    metadata,
+    Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    Column("api_message_id", String(API_MESSAGE_ID_LENGTH), nullable=False),
+    Column("status", String(3), nullable=False),
+    Column("status_at", UTCDateTime(), nullable=True),  # the gateway's timestamp
+    Column("charge", CHARGE, nullable=True),
+    Column("client_message_id", String(CLIENT_MESSAGE_ID_LENGTH), nullable=True),
+    Column("msisdn", String(MSISDN_LENGTH), nullable=True),
+    Column("source", String(10), nullable=False),  # "callback" or "querymsg"
+    Column("received_at", UTCDateTime(), nullable=False),
+    # when to look for the ID among the recorded rows (a scan, outside the write lock); NULL:
+    # no more looking, the recording of the ID applies it (inbox.apply_recorded)
+    Column("sweep_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("api_message_id", "status"),  # a repeated receipt is kept once
     **_MYSQL_OPTIONS,
 )
 

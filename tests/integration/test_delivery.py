@@ -42,7 +42,7 @@ from batch_sender.states import Status
 from batch_sender.store import Campaign, Outcome, StagedRow, Store, migrate
 from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
 from batch_sender.store.engine import begin_write
-from batch_sender.store.tables import delivery_events, recipients
+from batch_sender.store.tables import delivery_events, receipt_inbox, recipients
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
@@ -264,8 +264,12 @@ def test_reports_for_ids_nobody_has_change_nothing(store: Store) -> None:
             DeliveryReport("004", "x" * 500, "y" * 500, "1" * 500),  # longer than any column
         ]
     )
-    assert applied == [Applied.UNKNOWN] * 3
+    # an apiMsgId is kept for when a run records it (issue 16 item 3); the rest is dropped
+    assert applied == [Applied.KEPT, Applied.UNKNOWN, Applied.UNKNOWN]
     assert snapshot(store) == before
+    with store.engine.connect() as conn:
+        kept = conn.execute(select(receipt_inbox.c.api_message_id, receipt_inbox.c.status)).all()
+    assert [tuple(k) for k in kept] == [("no-such-id", "004")]
 
 
 def test_track_reads_only_sent_rows_not_final_within_the_window(store: Store) -> None:
@@ -423,15 +427,26 @@ def test_duplicate_and_out_of_order_callbacks_over_http(
     assert [e["status"] for e in DeliveryStore(sqlite_store).events(rid)] == ["004", "003"]
 
 
-def test_unknown_ids_are_answered_200_and_recorded_nowhere(
+def test_unknown_ids_are_answered_202_and_kept_in_the_inbox_only(
     sqlite_store: Store, receiver: Callable[..., CallbackServer]
 ) -> None:
     sent_campaign(sqlite_store, 1)
     server = receiver(sqlite_store)
     before = snapshot(sqlite_store)
     answer = httpx.post(server.url, data={"apiMsgId": "nobody", "status": "004"})
-    assert (answer.status_code, answer.text.strip()) == (200, "unknown")
+    assert (answer.status_code, answer.text.strip()) == (202, "kept")
     assert snapshot(sqlite_store) == before
+    assert inbox_rows(sqlite_store) == [("nobody", "004")]
+
+
+def inbox_rows(store: Store) -> list[tuple[str, str]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(receipt_inbox.c.api_message_id, receipt_inbox.c.status).order_by(
+                receipt_inbox.c.id
+            )
+        ).all()
+    return [(str(a), str(s)) for a, s in rows]
 
 
 @pytest.mark.parametrize(
@@ -472,8 +487,9 @@ def test_sql_in_the_parameters_is_just_an_unknown_id(
         "timestamp": "0); DROP TABLE campaigns; --",
     }
     answer = httpx.get(server.url, params=hostile)
-    assert (answer.status_code, answer.text.strip()) == (200, "unknown")
+    assert (answer.status_code, answer.text.strip()) == (202, "kept")  # as data, in the inbox
     assert snapshot(sqlite_store) == before
+    assert inbox_rows(sqlite_store) == [(hostile["apiMsgId"], "004")]
     assert sqlite_store.campaign("c") is not None
 
 

@@ -10,7 +10,15 @@ from batch_sender.store import Store, migrate
 from batch_sender.store.engine import begin_write, create
 from batch_sender.store.tables import metadata
 
-TABLES = {"campaigns", "messages", "recipients", "delivery_events", "suppressions", "rate_limits"}
+TABLES = {
+    "campaigns",
+    "messages",
+    "recipients",
+    "delivery_events",
+    "suppressions",
+    "rate_limits",
+    "receipt_inbox",
+}
 VIEWS = {"results", "campaign_summary"}
 
 
