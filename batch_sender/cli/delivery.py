@@ -84,9 +84,12 @@ def callbacks(
 ) -> None:
     """Receive Clickatell delivery callbacks and record them in the results database.
 
-    Runs until interrupted. Point the API connection's callback URL (any path) at it and send
-    with --callback 1-7. Inbound replies (MO callbacks) that start with a stop keyword put
-    their sender on the suppression list.
+    Runs until interrupted (uvicorn; deploy/batch-sender-callbacks.service runs it under
+    systemd, behind nginx for TLS: docs/DELIVERY.md). Point the API connection's callback URL
+    (any path) at it and send with --callback 1-7. A receipt is answered 2xx once committed; one
+    whose message ID no run has recorded yet is kept (202) and applied when it is. Inbound
+    replies (MO callbacks) that start with a stop keyword put their sender on the suppression
+    list.
 
     \b
     Example:

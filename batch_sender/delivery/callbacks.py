@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
@@ -268,13 +269,16 @@ class ReceiverStats:
 
 
 class _Pending:
-    __slots__ = ("applied", "done", "error", "report")
+    __slots__ = ("applied", "done", "error", "future", "loop", "report")
 
-    def __init__(self, report: DeliveryReport, done: Callable[[_Pending], None]) -> None:
+    def __init__(self, report: DeliveryReport, done: Callable[[_Pending], None] | None) -> None:
         self.report = report
         self.done = done  # called on the writer thread once committed (or failed)
         self.applied: Applied | None = None
         self.error: StoreError | None = None
+        # or, for a coroutine: resolved on its loop, one hand-over per batch and loop
+        self.future: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
 class GroupCommit:
@@ -311,18 +315,21 @@ class GroupCommit:
         """:meth:`record` for a coroutine on a running event loop."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-
-        def done(_: _Pending) -> None:
-            loop.call_soon_threadsafe(_resolve, future)
-
-        pending = self._put(report, done)
+        pending = self._put(report, None, future, loop)
         await future
         return self._result(pending)
 
-    def _put(self, report: DeliveryReport, done: Callable[[_Pending], None]) -> _Pending:
+    def _put(
+        self,
+        report: DeliveryReport,
+        done: Callable[[_Pending], None] | None,
+        future: asyncio.Future[None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> _Pending:
         if self._closed:
             raise StoreError("the receiver is shutting down")
         pending = _Pending(report, done)
+        pending.future, pending.loop = future, loop
         self._queue.put(pending)
         return pending
 
@@ -391,16 +398,24 @@ class GroupCommit:
             self.transactions += 1
             for p, result in zip(batch, applied, strict=True):
                 p.applied = result
+        waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for p in batch:
-            p.done(p)
+            if p.done is not None:
+                p.done(p)
+            elif p.loop is not None and p.future is not None:
+                waiting.setdefault(p.loop, []).append(p.future)
+        for loop, futures in waiting.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits now
+                loop.call_soon_threadsafe(_resolve_all, futures)
 
 
 _IDLE = _Pending(DeliveryReport(status="000"), lambda _: None)  # the queue stayed empty
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():  # (cancelled when the client went away)
-        future.set_result(None)
+def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # (cancelled when the client went away)
+            future.set_result(None)
 
 
 _APPLIED_ANSWER = {

@@ -492,7 +492,7 @@ def _record(
         if outcome is None:
             report = reports[i]
             log.warning(
-                "delivery status %s for unknown message (apiMsgId %r, cliMsgId %r, to %r)",
+                "delivery status %s for unknown message (apiMsgId %.70r, cliMsgId %.40r, to %.70r)",
                 report.status,
                 report.api_message_id,
                 report.client_message_id,
