@@ -104,6 +104,7 @@ class SendStats:
     stop: GatewayError | None = None
     interrupted: bool = False
     abandoned: int = 0  # recipients left `sending`: their request outlived STOP_GRACE
+    halted: str | None = None  # an operator's control that stopped the claims (control.py)
 
 
 class Sender:
@@ -127,9 +128,12 @@ class Sender:
         sleep: Callable[[float], None] | None = None,
         backoff_scale: float = 1.0,
         process: CourierSpec | None = None,
+        halt: Callable[[], str | None] | None = None,
     ) -> None:
         """``process``: send from a child process built to this spec (``workers``) instead of
-        threads sharing ``client`` and ``limiter``; if it cannot start, threads are used."""
+        threads sharing ``client`` and ``limiter``; if it cannot start, threads are used.
+        ``halt``: asked before each claim; an answer (an operator's ``paused``/``cancelled``)
+        stops the run as a signal does, but it is not an interruption (``SendStats.halted``)."""
         self._store = store
         self._campaign_id = campaign_id
         self._chunk_size = chunk_size
@@ -149,6 +153,8 @@ class Sender:
             backoff_scale=backoff_scale,
         )
         self._fatal: GatewayError | None = None
+        self._halt = halt
+        self._halted: str | None = None
         self._early: ProcessWorkers | None = None  # launched by start_early, not yet used
 
     def start_early(self) -> None:
@@ -196,6 +202,12 @@ class Sender:
             while True:
                 room = self._concurrency * depth - len(in_flight)
                 if not exhausted and not self._stop.is_set() and room >= self._concurrency:
+                    if self._halt is not None and self._halted is None:
+                        self._halted = self._halt()
+                        if self._halted is not None:
+                            log.warning("campaign %s: no more claims", self._halted)
+                            self._stop.set()  # in-flight requests land, the rest is released
+                            continue
                     # claim in batches, once a worker's worth of room is free: one transaction
                     # for several chunks, and never so many that claims sit idle for long
                     chunks = self._store.claim_chunks(
@@ -245,8 +257,9 @@ class Sender:
         return SendStats(
             progress,
             stop=self._fatal,
-            interrupted=self._stop.is_set() and self._fatal is None,
+            interrupted=self._stop.is_set() and self._fatal is None and self._halted is None,
             abandoned=abandoned,
+            halted=self._halted,
         )
 
     def _record(

@@ -21,12 +21,14 @@ from typing import Any
 import click
 
 from batch_sender import campaign, observe, prepare, report, sources, windows
+from batch_sender.cli import terminal
 from batch_sender.cli.common import (
     LOG_FORMATS,
     db_option,
     errors,
     gateway_settings,
     gateway_url_option,
+    quiet,
     set_log_format,
 )
 from batch_sender.config import (
@@ -214,6 +216,13 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option(
+    "--max-rejected",
+    type=click.FloatRange(0, 100),
+    metavar="PERCENT",
+    help="Refuse the file (exit 2, nothing staged or sent) when more than PERCENT of its rows "
+    "are unusable (rejected): it is probably the wrong file.",
+)
+@click.option(
     "--lease",
     type=click.FloatRange(min=1),
     default=campaign.DEFAULT_LEASE,
@@ -313,6 +322,7 @@ def run(
     read_timeout: float,
     dry_run: bool,
     as_json: bool,
+    max_rejected: float | None,
     lease: float,
     resend_unknown: bool,
     allow_partial: bool,
@@ -339,8 +349,10 @@ def run(
 
       batch-sender run daily.csv --window 08:00-20:00 --not-after 1d --metrics-file m.prom
 
-    Exit codes: 0 all accepted; 1 some failed or rejected; 2 usage/input error (nothing sent);
-    3 stopped by the gateway (auth, credit); 4 some outcomes unknown; 130 interrupted (resumable).
+    Exit codes: 0 every sendable recipient accepted (rejected, duplicate and suppressed rows
+    are reported, not failures; also a re-run with nothing left to send); 1 the gateway refused
+    some; 2 usage/input error (nothing sent); 3 stopped, resumable (gateway: auth, credit,
+    unreachable; or paused); 4 some outcomes unknown; 130 interrupted (resumable).
     """
     if log_format is not None:
         set_log_format(log_format)
@@ -382,6 +394,7 @@ def run(
                 resend_unknown=resend_unknown,
                 allow_partial=allow_partial,
                 backoff_scale=_backoff_scale(),
+                max_rejected=max_rejected,
             )
             watch.campaign = name
             if dry_run:
@@ -451,6 +464,9 @@ def _dry_run(settings: RunSettings, source: sources.Source, db_url: str, *, as_j
             if key not in ("numbers_interpreted", "countries"):
                 click.echo(f"{key}: {value}")
         _echo_numbers(report_)
+    if settings.max_rejected is not None:  # a real run of this file would be refused
+        total = report_.recipients + report_.rejected + report_.duplicates + report_.suppressed
+        campaign.check_unusable(report_.rejected, total, settings.max_rejected)
 
 
 def _echo_numbers(report_: prepare.DryRunReport) -> None:
@@ -518,16 +534,48 @@ def _send(
         display.close()
         if as_json:
             click.echo(json.dumps(result.as_dict()))
+        elif result.nothing_to_do:
+            if not quiet():
+                click.echo(_nothing_to_do(result))
         else:
-            click.echo(report.render_table(report.build(store, result.campaign)))
+            if not quiet():
+                click.echo(report.render_table(report.build(store, result.campaign)))
             if result.stop_reason:
                 click.echo(f"stopped: {result.stop_reason}", err=True)
             if result.interrupted:
                 click.echo("interrupted: run the same command again to resume", err=True)
+        _warn_if_needed(result)
         waiting = result.counts.get("pending", 0)
-        if waiting and not result.interrupted and result.stop_reason is None:
+        if waiting and result.exit_code == 0:
             log.info("%d recipients wait (send window): the next run sends them", waiting)
         return result
+
+
+def _nothing_to_do(result: campaign.RunResult) -> str:
+    """The one line of a run that found its campaign with nothing left to send."""
+    counts = ", ".join(f"{n:,} {s}" for s, n in result.counts.items())
+    what = "was cancelled" if result.halted == "cancelled" else "has nothing left to send"
+    return f"campaign {result.campaign} {what} ({counts or 'no recipients'}): nothing sent"
+
+
+def _warn_if_needed(result: campaign.RunResult) -> None:
+    """One warning when a person should look (exit 1 or 4), so that -q still says why."""
+    failed = result.counts.get("failed", 0)
+    unknown = result.counts.get("unknown", 0) + result.counts.get("sending", 0)
+    if result.exit_code == 4:
+        log.warning(
+            "campaign %s: %d recipients with an unknown outcome: `batch-sender reconcile %s`",
+            result.campaign,
+            unknown,
+            result.campaign,
+        )
+    elif result.exit_code == 1:
+        log.warning(
+            "campaign %s: the gateway refused %d recipients: `batch-sender report %s`",
+            result.campaign,
+            failed,
+            result.campaign,
+        )
 
 
 @contextlib.contextmanager
@@ -555,11 +603,10 @@ class _Progress:
     """A progress bar on a terminal; a log line every few seconds otherwise (cron mails those)."""
 
     def __init__(self) -> None:
-        self._tty = sys.stderr.isatty()
+        self._tty = sys.stderr.isatty() and not quiet()
         self._total = 0
-        self._bar: Any = None
+        self._bar: terminal.ProgressBar | None = None
         self._last_log = 0.0
-        self._shown = 0
         self._current: SendProgress | None = None
         self._before = 0  # recipients done by earlier sends of this run (a run may send twice)
         self._started = time.monotonic()
@@ -579,8 +626,7 @@ class _Progress:
         )
         self._started = self._last_log = time.monotonic()  # first progress line after a pause
         if self._tty and self._total:
-            self._bar = click.progressbar(length=self._total, label="sending", file=sys.stderr)
-            self._bar.__enter__()
+            self._bar = terminal.ProgressBar(self._total, label="sending", file=sys.stderr)
 
     def update(self, p: SendProgress) -> None:
         if p is not self._current:
@@ -589,8 +635,7 @@ class _Progress:
             self._current = p
         done = self._before + p.done
         if self._bar is not None:
-            self._bar.update(done - self._shown)
-            self._shown = done
+            self._bar.update(done)
             return
         now = time.monotonic()
         if now - self._last_log >= PROGRESS_LOG_EVERY:
@@ -608,7 +653,7 @@ class _Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.__exit__(None, None, None)
+            self._bar.close()
             self._bar = None
         if self._current is not None:
             done = self._before + self._current.done
@@ -716,6 +761,8 @@ class _Watch:
                 )
             elif result.interrupted:
                 outcome = "interrupted"
+            elif result.halted == "paused":
+                outcome = "paused"
             elif result.stop_reason is not None:
                 outcome = "stopped"
             else:
