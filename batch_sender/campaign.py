@@ -97,7 +97,9 @@ class RunResult:
             return EXIT_INTERRUPTED
         if self.stop_reason is not None or self.halted == control.PAUSED:
             return EXIT_GATEWAY_STOP
-        if self.counts.get(Status.UNKNOWN, 0) or self.counts.get(Status.SENDING, 0):
+        # rows in flight when an operator cancelled are other workers' to record
+        in_flight = 0 if self.halted == control.CANCELLED else self.counts.get(Status.SENDING, 0)
+        if self.counts.get(Status.UNKNOWN, 0) or in_flight:
             return EXIT_UNKNOWN
         if self.counts.get(Status.FAILED, 0):
             return EXIT_FAILURES
@@ -571,6 +573,8 @@ def _finish(
             more = sender.run()
             progress = _added(progress, more.progress)
             stats = dataclasses.replace(more, progress=progress)
+            if stats.halted is not None:  # paused or cancelled: leave now, not interrupted
+                break
             if more.progress.requests:
                 unclaimable = None
                 continue
