@@ -82,7 +82,9 @@ class Redactor:
         with self._lock:
             self._secrets = {s for s in keep if s}
             ordered = sorted(self._secrets, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+            self._pattern = (
+                re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+            )
 
 
 #: The secrets of this process: gateway clients and the receiver add theirs here.

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 from fixtures_cli import write_csv
 
