@@ -10,7 +10,13 @@ import click
 
 from batch_sender import campaign
 from batch_sender import report as reports
-from batch_sender.cli.common import db_option, errors, gateway_settings, gateway_url_option
+from batch_sender.cli.common import (
+    db_option,
+    errors,
+    gateway_settings,
+    gateway_url_option,
+    quiet,
+)
 from batch_sender.errors import InputError
 
 
@@ -92,10 +98,18 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
             stats = settle.settle(
                 store, client, camp.id, statuses=(Status.SENDING, Status.UNKNOWN), lease=0.0
             )
-        click.echo(
-            f"asked about {stats.requests} requests: {stats.sent} sent, "
-            f"{stats.requeued} back to pending, {stats.unknown} still unknown"
-        )
+        if camp.control == "cancelled":  # never-accepted rows of a cancelled campaign stay unsent
+            from batch_sender.store import control as store_control
+
+            store_control.cancel_pending(store, camp.id)
+    said = (
+        f"asked about {stats.requests} requests: {stats.sent} sent, "
+        f"{stats.requeued} back to pending, {stats.unknown} still unknown"
+    )
+    if not quiet():
+        click.echo(said)
+    elif stats.unknown:  # -q: say it only when a person has something to look at
+        click.echo(f"batch-sender: warning: {said}", err=True)
 
 
 @click.command()
