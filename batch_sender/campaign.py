@@ -17,12 +17,12 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from batch_sender import prepare, windows
+from batch_sender import control, prepare, windows
 from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
 from batch_sender.delivery import cost
 from batch_sender.errors import (
@@ -34,9 +34,14 @@ from batch_sender.errors import (
     CampaignConflict,
     GatewayError,
     InputError,
+    Interrupted,
+    OutcomeUnknown,
+    ProtocolError,
+    RetryableError,
     RunStopped,
 )
 from batch_sender.gateway import Credentials, GatewayClient
+from batch_sender.send import policy
 from batch_sender.send.coordinator import Sender, SendProgress
 from batch_sender.send.leases import worker_id
 from batch_sender.send.pool import CourierSpec
@@ -52,8 +57,10 @@ from batch_sender.send.settle import DEFAULT_MAX_PROCESSING
 from batch_sender.sources import Source
 from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import Campaign, Census, Store
+from batch_sender.store import control as store_control
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
+from batch_sender.store.records import StagedTuple
 
 __all__ = ["RunResult", "choose_name", "dry_run", "fingerprint", "open_client", "run"]
 
@@ -74,11 +81,13 @@ class RunResult:
     progress: SendProgress
     stop_reason: str | None = None
     interrupted: bool = False
+    halted: str | None = None  # an operator's "paused" or "cancelled" ended (or prevented) it
+    nothing_to_do: bool = False  # the campaign had nothing left to send: the gateway not asked
 
     @property
     def outcome(self) -> CampaignStatus:
-        """How the run ended, as the campaign's status says it."""
-        if self.interrupted:
+        """How the run ended, as the campaign's status says it (a pause is an interruption)."""
+        if self.interrupted or self.halted == control.PAUSED:
             return CampaignStatus.INTERRUPTED
         if self.stop_reason is not None:
             return CampaignStatus.STOPPED
@@ -86,13 +95,17 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        """The run's exit status (README "Exit codes"): rows rejected, duplicate, suppressed,
+        expired or cancelled are facts about the file and the campaign, not failures."""
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or self.halted == control.PAUSED:
             return EXIT_GATEWAY_STOP
-        if self.counts.get(Status.UNKNOWN, 0) or self.counts.get(Status.SENDING, 0):
+        # rows in flight when an operator cancelled are other workers' to record
+        in_flight = 0 if self.halted == control.CANCELLED else self.counts.get(Status.SENDING, 0)
+        if self.counts.get(Status.UNKNOWN, 0) or in_flight:
             return EXIT_UNKNOWN
-        if any(self.counts.get(s, 0) for s in (Status.FAILED, Status.REJECTED)):
+        if self.counts.get(Status.FAILED, 0):
             return EXIT_FAILURES
         return EXIT_OK
 
@@ -106,6 +119,8 @@ class RunResult:
             "retries": self.progress.retries,
             "stop_reason": self.stop_reason,
             "interrupted": self.interrupted,
+            "halted": self.halted,
+            "nothing_to_do": self.nothing_to_do,
             "exit_code": self.exit_code,
         }
 
@@ -215,23 +230,57 @@ def stage(
     existing = store.campaign(settings.name)
     if existing is None:
         preparer = preparer or prepare.Preparer(settings, source.columns)
+        rows = preparer.staged(source.records())
+        if settings.max_rejected is not None:
+            rows = _refusing_unusable(rows, settings.max_rejected)
         existing, staged = store.stage_campaign(
             name=settings.name,
             source=source.description,
             fingerprint=digest,
             options=_options_record(settings),
-            rows=preparer.staged(source.records()),
+            rows=rows,
         )
     else:
         staged = False
+    _same_campaign(existing, digest, settings)
+    if not staged and settings.max_rejected is not None:
+        counts = store.counts(existing.id)
+        check_unusable(counts.get(Status.REJECTED, 0), existing.total, settings.max_rejected)
+    # opt-outs: staged rows on the suppression list, and numbers added since staging
+    store_operators.suppress_pending(store, existing.id)
+    return existing, staged
+
+
+def _same_campaign(existing: Campaign, digest: str, settings: RunSettings) -> None:
     if existing.fingerprint != digest:
         raise CampaignConflict(
             f"campaign {settings.name!r} already exists with a different source, text or options "
             f"(source was {existing.source}); choose another --name"
         )
-    # opt-outs: staged rows on the suppression list, and numbers added since staging
-    store_operators.suppress_pending(store, existing.id)
-    return existing, staged
+
+
+def check_unusable(rejected: int, total: int, max_rejected: float) -> None:
+    """Refuse (InputError: exit 2, nothing sent) a file whose unusable share is over the limit:
+    more rows rejected than ``--max-rejected`` percent is the wrong file, not bad luck."""
+    if total and rejected * 100 > max_rejected * total:
+        raise InputError(
+            f"{rejected} of {total} rows ({rejected * 100 / total:.1f}%) are unusable, more than "
+            f"--max-rejected {max_rejected:g}%: nothing sent (is it the right file?)"
+        )
+
+
+def _refusing_unusable(rows: Iterator[StagedTuple], max_rejected: float) -> Iterator[StagedTuple]:
+    """``rows``, counted; past the last, over the limit, raise: staging rolls back whole."""
+    total = rejected = 0
+    for row in rows:
+        total += 1
+        if row[2] == _REJECTED:
+            rejected += 1
+        yield row
+    check_unusable(rejected, total, max_rejected)
+
+
+_REJECTED = Status.REJECTED.value
 
 
 def _options_record(settings: RunSettings) -> dict[str, object]:
@@ -272,13 +321,12 @@ def run(
     if controls is not None:  # send windows, --not-after: a condition on every claim
         store.before_claim = controls.gate(store)
     stop = stop or threading.Event()
-    try:
-        # fail fast on credentials or a wrong URL, before staging a million rows
-        client.auth()
-    except RunStopped:
-        raise
-    except GatewayError as exc:
-        raise InputError(f"cannot reach the gateway at {client.url}: {exc}") from exc
+    early = _without_sending(store, source, settings)
+    if early is not None:
+        source.close()
+        return early
+    # fail fast on credentials or a wrong URL, before staging a million rows
+    _first_contact(client, settings, stop)
     campaign, staged = stage(store, source, settings, preparer)
     source.close()
     worker = worker_id()
@@ -301,6 +349,7 @@ def run(
         backoff_scale=settings.backoff_scale,
         process=_courier_spec(settings, client, limiter, rows=campaign.total),
         lease=lease,
+        halt=control.ControlCheck(store, campaign.id),
     )
     # the sending process (if any) starts up while the run counts, settles and checks credit
     sender.start_early()
@@ -359,9 +408,12 @@ def run(
                 ),
                 max_processing=max_processing,
             )
+        if stats.halted == control.CANCELLED or campaign.control == control.CANCELLED:
+            cancelled = store_control.cancel_pending(store, campaign.id)  # rows handed back
+            log.info("campaign cancelled: %d more recipients cancelled", cancelled)
         if stats.stop is not None:
             status = CampaignStatus.STOPPED
-        elif stats.interrupted:
+        elif stats.halted == control.PAUSED or stats.interrupted:
             status = CampaignStatus.INTERRUPTED
         else:
             status = CampaignStatus.FINISHED
@@ -374,9 +426,86 @@ def run(
             stop_reason=str(stats.stop) if stats.stop is not None else None,
             interrupted=stats.interrupted,
             census=census,
+            halted=stats.halted,
         )
     finally:
         sender.close()
+
+
+def _without_sending(store: Store, source: Source, settings: RunSettings) -> RunResult | None:
+    """The run's result when the campaign exists and there is nothing to send, or it is paused:
+    then the gateway is not even asked (a cron tick after the end, or a pause, needs no network).
+    None: go on and send."""
+    existing = store.campaign(settings.name)
+    if existing is None:
+        return None
+    _same_campaign(existing, fingerprint(source, settings), settings)
+    if existing.control == control.PAUSED:
+        log.warning(
+            "campaign %s is paused (since %s): nothing sent; `batch-sender resume %s` lets the "
+            "next run continue",
+            existing.name,
+            existing.control_at.isoformat(timespec="seconds") if existing.control_at else "?",
+            existing.name,
+        )
+        return _result(store, existing, False, SendProgress(), halted=control.PAUSED)
+    if existing.control == control.CANCELLED:
+        store_control.cancel_pending(store, existing.id)
+    census = store.census(existing.id)
+    left = census.counts[Status.PENDING] + census.counts[Status.SENDING]
+    if settings.resend_unknown:
+        left += census.counts[Status.UNKNOWN]
+    if left:
+        return None
+    result = _result(store, existing, False, SendProgress(), census=census)
+    result.nothing_to_do = True
+    result.halted = existing.control
+    return result
+
+
+def _first_contact(client: GatewayClient, settings: RunSettings, stop: threading.Event) -> None:
+    """Authenticate, retrying a gateway that cannot be reached as any request would be.
+
+    ``auth`` changes nothing at the gateway, so every network failure is worth another try
+    (bounded by ``--max-attempts``, with the usual backoff); after the last the run stops
+    (exit 3, nothing staged: run it again later). Wrong credentials stop it at once (exit 3); an
+    answer that is not the gateway's (a wrong URL) is a configuration error (exit 2).
+    """
+    try:
+        for attempt in policy.policy(
+            max_attempts=settings.max_attempts,
+            stop_event=stop,
+            scale=settings.backoff_scale,
+            retryable=_unreached,
+        ):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                if number > 1:
+                    log.warning(
+                        "gateway at %s not reached; trying again (attempt %d of %d)",
+                        client.url,
+                        number,
+                        settings.max_attempts,
+                    )
+                client.auth()
+    except RunStopped:
+        raise
+    except GatewayError as exc:
+        if not _unreached(exc):
+            raise InputError(f"cannot talk to the gateway at {client.url}: {exc}") from exc
+        if stop.is_set():
+            raise Interrupted("interrupted while trying to reach the gateway") from exc
+        raise RunStopped(
+            f"cannot reach the gateway at {client.url} after {settings.max_attempts} attempts "
+            f"({exc}); nothing sent: run again later"
+        ) from exc
+
+
+def _unreached(exc: BaseException) -> bool:
+    """A failure of the network or of the gateway's servers, not an answer about our request."""
+    if isinstance(exc, ProtocolError):  # an answer, but not the gateway's: a wrong URL
+        return False
+    return isinstance(exc, RetryableError | OutcomeUnknown)
 
 
 def _check_balance(
@@ -481,6 +610,7 @@ def _result(
     stop_reason: str | None = None,
     interrupted: bool = False,
     census: Census | None = None,
+    halted: str | None = None,
 ) -> RunResult:
     census = census or store.census(campaign.id)
     return RunResult(
@@ -491,4 +621,5 @@ def _result(
         progress=progress,
         stop_reason=stop_reason,
         interrupted=interrupted,
+        halted=halted,
     )

@@ -127,3 +127,5 @@ class RunSettings:
     allow_partial: bool = False  # start even when the balance is short of the estimated cost
     backoff_scale: float = 1.0  # multiplies every retry wait (env BATCH_SENDER_BACKOFF_SCALE)
     send_process: str = "auto"  # one of SEND_PROCESS_MODES
+    #: refuse to stage or send when more than this percentage of the rows is unusable (rejected)
+    max_rejected: float | None = None

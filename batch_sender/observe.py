@@ -189,7 +189,7 @@ class RunWatch:
         """The end ping and the metrics file; ``result`` None when the run raised."""
         if self.metrics_file is not None:
             if result is not None:
-                outcome: str = result.outcome
+                outcome: str = "paused" if result.halted == "paused" else result.outcome
             else:  # raised: the exit code says why
                 outcome = _RAISED_OUTCOMES.get(code, "error")
             metrics = RunMetrics(

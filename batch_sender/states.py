@@ -4,7 +4,8 @@
 
     pending ──► sending ──► sent | failed | unknown
        │
-       └──► expired                       (past --not-after)
+       ├──► expired                       (past --not-after)
+       └──► cancelled                     (batch-sender cancel)
     rejected | duplicate | suppressed     (set at staging, never sent)
 
 A recipient is claimed (``pending → sending``) in a committed transaction before its request
@@ -26,6 +27,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"  # the gateway refused it (error code and description recorded)
     UNKNOWN = "unknown"  # the request left but its answer was lost; not resent automatically
     EXPIRED = "expired"  # still pending after --not-after; never sent
+    CANCELLED = "cancelled"  # still pending when an operator cancelled the campaign; never sent
     REJECTED = "rejected"  # unusable number or text, found at staging
     DUPLICATE = "duplicate"  # the same normalised number appears earlier in the campaign
     SUPPRESSED = "suppressed"  # on the suppression (opt-out) list
@@ -37,6 +39,7 @@ FINAL = frozenset(
         Status.SENT,
         Status.FAILED,
         Status.EXPIRED,
+        Status.CANCELLED,
         Status.REJECTED,
         Status.DUPLICATE,
         Status.SUPPRESSED,

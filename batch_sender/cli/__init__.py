@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from batch_sender import __version__, settings_file
-from batch_sender.cli import admin, common, delivery, demo, operators, run
+from batch_sender.cli import admin, common, control, delivery, demo, operators, run
 
 __all__ = ["cli", "main"]
 
@@ -21,7 +21,8 @@ __all__ = ["cli", "main"]
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="batch-sender")
-@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail to stderr.")
+@click.option("-v", "--verbose", is_flag=True, help=common.VERBOSE_HELP)
+@click.option("-q", "--quiet", is_flag=True, help=common.QUIET_HELP)
 @click.option(
     "--config",
     "config_path",
@@ -38,7 +39,11 @@ __all__ = ["cli", "main"]
 )
 @click.pass_context
 def cli(
-    ctx: click.Context, verbose: bool, config_path: Path | None, log_format: str | None
+    ctx: click.Context,
+    verbose: bool,
+    quiet: bool,
+    config_path: Path | None,
+    log_format: str | None,
 ) -> None:
     """Send bulk SMS through Clickatell's SOAP API and keep an exact SQL record of every recipient.
 
@@ -57,7 +62,9 @@ def cli(
         config = settings_file.load(config_path)
         ctx.obj = config
         ctx.default_map = common.default_map(config, cli)
-    common.setup_logging(verbose, log_format or str(config.top.get("log_format", "text")))
+    common.setup_logging(
+        verbose, log_format or str(config.top.get("log_format", "text")), quiet=quiet
+    )
 
 
 cli.add_command(run.run)
@@ -70,6 +77,11 @@ cli.add_command(delivery.callbacks)
 cli.add_command(delivery.track)
 cli.add_command(operators.suppress)
 cli.add_command(operators.config)
+cli.add_command(control.campaigns)
+cli.add_command(control.pause)
+cli.add_command(control.resume)
+cli.add_command(control.cancel)
+common.add_verbosity_options(cli)  # -v/-q after the subcommand too
 
 
 def main() -> None:

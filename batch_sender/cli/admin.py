@@ -20,6 +20,7 @@ from batch_sender.cli.common import (
     gateway_settings,
     gateway_url_option,
     open_store,
+    quiet,
 )
 from batch_sender.errors import InputError
 
@@ -162,12 +163,20 @@ def reconcile(
                 force=force,
                 max_processing=max_processing,
             )
+        if camp.control == "cancelled":  # never-accepted rows of a cancelled campaign stay unsent
+            from batch_sender.store import control as store_control
+
+            store_control.cancel_pending(store, camp.id)
         held = store.census(camp.id).counts[Status.SENDING]
-        click.echo(
-            f"asked about {stats.requests} requests: {stats.sent} sent, "
-            f"{stats.requeued} back to pending, {stats.unknown} still unknown"
-            + (f"; {held} rows still held by a live run (--force to settle them)" if held else "")
-        )
+    said = (
+        f"asked about {stats.requests} requests: {stats.sent} sent, "
+        f"{stats.requeued} back to pending, {stats.unknown} still unknown"
+        + (f"; {held} rows still held by a live run (--force to settle them)" if held else "")
+    )
+    if not quiet():
+        click.echo(said)
+    elif stats.unknown or held:  # -q: say it only when a person has something to look at
+        click.echo(f"batch-sender: warning: {said}", err=True)
 
 
 def _pairs(values: tuple[str, ...], option: str, what: str) -> list[tuple[str, str]]:

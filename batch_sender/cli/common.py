@@ -103,14 +103,77 @@ def errors() -> Iterator[None]:
 LOG_FORMATS = ("text", "json")
 
 
-def setup_logging(verbose: bool, log_format: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(verbose: bool, log_format: str = "text", *, quiet: bool = False) -> None:
+    """Log to stderr: INFO and up, DEBUG with ``verbose``, only WARNING and up with ``quiet``."""
+    from batch_sender.cli import terminal
+
+    if verbose and quiet:
+        raise click.UsageError("-v/--verbose and -q/--quiet do not go together")
+    handler = terminal.LogHandler(sys.stderr)  # prints above a progress bar
     handler.addFilter(redact.RedactingFilter())  # no known secret in any line
     root = logging.getLogger("batch_sender")
     root.handlers[:] = [handler]
     set_log_format(log_format)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(_LEVELS[verbose, quiet])
     root.propagate = False
+
+
+_LEVELS = {
+    (False, False): logging.INFO,
+    (True, False): logging.DEBUG,
+    (False, True): logging.WARNING,
+}
+_VERBOSITY_KEY = "batch_sender.verbosity"
+
+
+def quiet() -> bool:
+    """Whether -q/--quiet is in force: print nothing on success."""
+    return logging.getLogger("batch_sender").getEffectiveLevel() > logging.INFO
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """-v/-q given after a subcommand: they override the group's (both at once: usage error)."""
+    if value:
+        given = ctx.meta.setdefault(_VERBOSITY_KEY, set())
+        given.add(param.name)
+        if len(given) > 1:
+            raise click.UsageError("-v/--verbose and -q/--quiet do not go together", ctx)
+        root = logging.getLogger("batch_sender")
+        root.setLevel(logging.DEBUG if param.name == "verbose" else logging.WARNING)
+    return value
+
+
+VERBOSE_HELP = "Log debugging detail to stderr."
+QUIET_HELP = "Print nothing on success; warnings and errors only, on stderr (cron mails them)."
+
+
+def add_verbosity_options(group: click.Group) -> None:
+    """Give every subcommand of ``group`` (at any depth) -v/--verbose and -q/--quiet, so that
+    they work after the subcommand as well as before it (``batch-sender run … -q``)."""
+    for command in group.commands.values():
+        names = {opt for p in command.params for opt in getattr(p, "opts", ())}
+        if "-v" not in names and "--verbose" not in names:
+            command.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_verbosity,
+                    help=VERBOSE_HELP,
+                )
+            )
+        if "-q" not in names and "--quiet" not in names:
+            command.params.append(
+                click.Option(
+                    ["-q", "--quiet"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_verbosity,
+                    help=QUIET_HELP,
+                )
+            )
+        if isinstance(command, click.Group):
+            add_verbosity_options(command)
 
 
 def set_log_format(log_format: str) -> None:

@@ -7,7 +7,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-import click
+from batch_sender.cli import terminal
+from batch_sender.cli.common import quiet
 
 if TYPE_CHECKING:
     from batch_sender.send.coordinator import SendProgress
@@ -23,11 +24,10 @@ class Progress:
     """A progress bar on a terminal; a log line every few seconds otherwise (cron mails those)."""
 
     def __init__(self) -> None:
-        self._tty = sys.stderr.isatty()
+        self._tty = sys.stderr.isatty() and not quiet()
         self._total = 0
-        self._bar: Any = None
+        self._bar: terminal.ProgressBar | None = None
         self._last_log = 0.0
-        self._shown = 0
         self._current: SendProgress | None = None
         self._before = 0  # recipients done by earlier sends of this run (a run may send twice)
         self._started = time.monotonic()
@@ -47,8 +47,7 @@ class Progress:
         )
         self._started = self._last_log = time.monotonic()  # first progress line after a pause
         if self._tty and self._total:
-            self._bar = click.progressbar(length=self._total, label="sending", file=sys.stderr)
-            self._bar.__enter__()
+            self._bar = terminal.ProgressBar(self._total, label="sending", file=sys.stderr)
 
     def update(self, p: SendProgress) -> None:
         if p is not self._current:
@@ -57,8 +56,7 @@ class Progress:
             self._current = p
         done = self._before + p.done
         if self._bar is not None:
-            self._bar.update(done - self._shown)
-            self._shown = done
+            self._bar.update(done)
             return
         now = time.monotonic()
         if now - self._last_log >= PROGRESS_LOG_EVERY:
@@ -76,7 +74,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.__exit__(None, None, None)
+            self._bar.close()
             self._bar = None
         if self._current is not None:
             done = self._before + self._current.done

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from batch_sender import observe
+from batch_sender.cli import dryrun, outcome
 from batch_sender.cli.common import (
     LazyModule,
     check_writable,
@@ -27,6 +28,7 @@ from batch_sender.cli.common import (
     gateway_settings,
     gateway_url_option,
     open_store,
+    quiet,
     set_log_format,
 )
 from batch_sender.cli.progress import Progress
@@ -132,6 +134,7 @@ def run(
     read_timeout: float,
     dry_run: bool,
     as_json: bool,
+    max_rejected: float | None,
     lease: float,
     max_processing: float,
     resend_unknown: bool,
@@ -164,8 +167,10 @@ def run(
 
       batch-sender run daily.csv --window 08:00-20:00 --not-after 1d --metrics-file m.prom
 
-    Exit codes: 0 all accepted; 1 some failed or rejected; 2 usage/input error (nothing sent);
-    3 stopped by the gateway (auth, credit); 4 some outcomes unknown; 130 interrupted (resumable).
+    Exit codes: 0 every sendable recipient accepted (rejected, duplicate and suppressed rows
+    are reported, not failures; also a re-run with nothing left to send); 1 the gateway refused
+    some; 2 usage/input error (nothing sent); 3 stopped, resumable (gateway: auth, credit,
+    unreachable; or paused); 4 some outcomes unknown; 130 interrupted (resumable).
     """
     if log_format is not None:
         set_log_format(log_format)
@@ -212,10 +217,11 @@ def run(
                 resend_unknown=resend_unknown,
                 allow_partial=allow_partial,
                 backoff_scale=_backoff_scale(),
+                max_rejected=max_rejected,
             )
             watch.campaign = name
             if dry_run:
-                _dry_run(settings, source, db_url, as_json=as_json)
+                dryrun.show(settings, source, db_url, as_json=as_json)
             else:
                 result = _send(
                     settings,
@@ -278,58 +284,6 @@ def _open_source(
     return source, name or f"{source_file.stem}-{date.today().isoformat()}"
 
 
-def _dry_run(settings: RunSettings, source: sources.Source, db_url: str, *, as_json: bool) -> None:
-    """Count what a run would do and print it; nothing is staged or sent."""
-    report_ = campaign.dry_run(
-        source, settings, suppressed=suppression.numbers_for_dry_run(db_url)
-    )
-    source.close()
-    data = report_.as_dict()
-    if as_json:
-        click.echo(json.dumps(data))
-    else:
-        for key, value in data.items():
-            if key not in ("numbers_interpreted", "countries", "smart_encoding"):
-                click.echo(f"{key}: {value}")
-        _echo_numbers(report_)
-        _echo_smart(report_.smart_encoding)
-
-
-def _echo_smart(smart: prepare.SmartEncoding) -> None:
-    """The dry run's account of --smart-encoding: each character it replaces, what it saves."""
-    if not smart.rows:
-        click.echo("smart_encoding: " + ("nothing to replace" if smart.enabled else "off"))
-        return
-    click.echo(_smart_summary(smart))
-
-
-def _smart_summary(smart: prepare.SmartEncoding) -> str:
-    from batch_sender import sms
-
-    chars = ", ".join(
-        f"{c!r} -> {sms.SMART_REPLACEMENTS[c]!r} ({n} row{'s' * (n != 1)})"
-        for c, n in smart.characters.most_common()
-    )
-    n = smart.parts_saved
-    credits = f"{n} part{'s' * (n != 1)} ({n} credit{'s' * (n != 1)} at 1 per part)"
-    if smart.enabled:
-        return f"smart_encoding: replaces {chars}; {smart.rows} texts become GSM, saving {credits}"
-    return f"smart_encoding: off; --smart-encoding would replace {chars} and save {credits}"
-
-
-def _echo_numbers(report_: prepare.DryRunReport) -> None:
-    """The dry run's account of how numbers were read, and where the accepted ones go."""
-    interpreted = report_.numbers_interpreted
-    click.echo("numbers_interpreted:" + ("" if interpreted else " none"))
-    for rule, seen in interpreted.items():
-        examples = seen["examples"]
-        assert isinstance(examples, list)
-        shown = ", ".join(f"{raw!r} -> {digits}" for raw, digits in examples)
-        click.echo(f"  {rule}: {seen['count']} (e.g. {shown})")
-    countries = ", ".join(f"{c} {n}" for c, n in report_.countries.most_common())
-    click.echo(f"countries: {countries or 'none'}")
-
-
 def _send(
     settings: RunSettings,
     source: sources.Source,
@@ -386,17 +340,22 @@ def _send(
         )
         display.close()
         if preparer.smart.rows and preparer.smart.enabled:
-            log.info("%s", _smart_summary(preparer.smart))
+            log.info("%s", dryrun.smart_summary(preparer.smart))
         if as_json:
             click.echo(json.dumps(result.as_dict()))
+        elif result.nothing_to_do:
+            if not quiet():
+                click.echo(outcome.nothing_to_do(result))
         else:
-            click.echo(report.render_table(report.build(store, result.campaign)))
+            if not quiet():
+                click.echo(report.render_table(report.build(store, result.campaign)))
             if result.stop_reason:
                 click.echo(f"stopped: {result.stop_reason}", err=True)
             if result.interrupted:
                 click.echo("interrupted: run the same command again to resume", err=True)
+        outcome.warn_if_needed(result)
         waiting = result.counts.get("pending", 0)
-        if waiting and not result.interrupted and result.stop_reason is None:
+        if waiting and result.exit_code == 0:
             log.info("%d recipients wait (send window): the next run sends them", waiting)
         return result
 

@@ -101,6 +101,13 @@ source_options = _group(
         "<source file stem>-<YYYY-MM-DD>.",
     ),
     click.option(
+        "--max-rejected",
+        type=click.FloatRange(0, 100),
+        metavar="PERCENT",
+        help="Refuse the file (exit 2, nothing staged or sent) when more than PERCENT of its rows "
+        "are unusable (rejected): it is probably the wrong file.",
+    ),
+    click.option(
         "--new-campaign",
         is_flag=True,
         help="Send as a new campaign even if an existing one has the same source, text and options "

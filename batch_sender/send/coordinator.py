@@ -89,6 +89,7 @@ class SendStats:
     stop: GatewayError | None = None
     interrupted: bool = False
     abandoned: int = 0  # recipients left `sending`: their request outlived STOP_GRACE
+    halted: str | None = None  # an operator's control that stopped the claims (control.py)
 
 
 class Sender:
@@ -113,11 +114,14 @@ class Sender:
         backoff_scale: float = 1.0,
         process: CourierSpec | None = None,
         lease: float | None = None,
+        halt: Callable[[], str | None] | None = None,
     ) -> None:
         """``process``: send from a child process built to this spec (``pool``) instead of
         threads sharing ``client`` and ``limiter``; if it cannot start, threads are used.
         ``lease``: the seconds a heartbeat (``scaleout.Heartbeat``) keeps this worker's claims;
-        the run stops sending when it could not renew them for most of that (``_fence``)."""
+        the run stops sending when it could not renew them for most of that (``_fence``).
+        ``halt``: asked before each claim; an answer (an operator's ``paused``/``cancelled``)
+        stops the run as a signal does, but it is not an interruption (``SendStats.halted``)."""
         self._lease = lease
         self._store = store
         self._campaign_id = campaign_id
@@ -139,6 +143,8 @@ class Sender:
         )
         self._fatal: GatewayError | None = None
         self._orphan_rows = 0  # rows left `sending` by a sending process that died
+        self._halt = halt
+        self._halted: str | None = None
         self._early: ProcessWorkers | None = None  # launched by start_early, not yet used
 
     def start_early(self) -> None:
@@ -187,6 +193,12 @@ class Sender:
                 self._fence()
                 room = self._concurrency * depth - len(in_flight)
                 if not exhausted and not self._stop.is_set() and room >= self._concurrency:
+                    if self._halt is not None and self._halted is None:
+                        self._halted = self._halt()
+                        if self._halted is not None:
+                            log.warning("campaign %s: no more claims", self._halted)
+                            self._stop.set()  # in-flight requests land, the rest is released
+                            continue
                     # claim in batches, once a worker's worth of room is free: one transaction
                     # for several chunks, and never so many that claims sit idle for long
                     chunks = self._store.claim_chunks(
@@ -236,8 +248,9 @@ class Sender:
         return SendStats(
             progress,
             stop=self._fatal,
-            interrupted=self._stop.is_set() and self._fatal is None,
+            interrupted=self._stop.is_set() and self._fatal is None and self._halted is None,
             abandoned=abandoned + self._orphan_rows,
+            halted=self._halted,
         )
 
     def _fence(self) -> None:

@@ -167,19 +167,21 @@ def policy(
     maximum: float = MAX_BACKOFF,
     jitter: float = JITTER,
     scale: float = 1.0,
+    retryable: Callable[[BaseException], bool] = is_retryable,
 ) -> tenacity.Retrying:
     """The retry policy of one request: exponential backoff with jitter, Retry-After honoured.
 
     ``sleep`` defaults to waiting on ``stop_event``, so a stopping run does not sit out a backoff;
     tests pass a recorder instead and never sleep. ``scale`` multiplies every wait, Retry-After
-    included (fault-injection tests run at 0.01 rather than sleeping for real).
+    included (fault-injection tests run at 0.01 rather than sleeping for real). ``retryable``
+    widens or narrows what is tried again (the run's first ``auth`` retries any network error).
     """
 
     def interruptible_sleep(seconds: float) -> None:
         stop_event.wait(seconds)
 
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_retryable),
+        retry=tenacity.retry_if_exception(retryable),
         wait=wait_retry_after(
             tenacity.wait_exponential(multiplier=initial * scale, max=maximum * scale)
             + tenacity.wait_random(0, jitter * scale),

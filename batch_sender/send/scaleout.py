@@ -91,7 +91,7 @@ def finish(
     last: tuple[int, int] | None = None
     changed = time.monotonic()
     unclaimable: int | None = None  # pending rows our last claim could not get, none sending
-    while stats.stop is None and not stats.interrupted:
+    while stats.stop is None and not stats.interrupted and stats.halted is None:
         census = store.census(campaign_id)
         pending, sending = census.counts[Status.PENDING], census.counts[Status.SENDING]
         if not pending and not sending:
@@ -109,6 +109,8 @@ def finish(
             more = sender.run()
             progress = _added(progress, more.progress)
             stats = dataclasses.replace(more, progress=progress)
+            if stats.halted is not None:  # paused or cancelled: leave now, not interrupted
+                break
             if more.progress.requests:
                 unclaimable = None
                 continue

@@ -95,6 +95,8 @@ def _campaign(row: Row[Any]) -> Campaign:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        control=row.control,
+        control_at=row.control_at,
     )
 
 

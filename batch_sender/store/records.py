@@ -43,6 +43,8 @@ class Campaign:
     created_at: datetime  # all times are timezone-aware UTC
     started_at: datetime | None
     finished_at: datetime | None
+    control: str | None = None  # an operator's "paused" or "cancelled" (tables.CAMPAIGN_CONTROLS)
+    control_at: datetime | None = None  # when it was set
 
 
 @dataclass(frozen=True, slots=True)

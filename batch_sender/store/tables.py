@@ -42,6 +42,7 @@ from sqlalchemy.types import TypeEngine
 from batch_sender.states import CampaignStatus
 
 __all__ = [
+    "CAMPAIGN_CONTROLS",
     "CAMPAIGN_STATUSES",
     "UTCDateTime",
     "campaigns",
@@ -58,6 +59,9 @@ __all__ = [
 
 #: Life cycle of a campaign row, in order of appearance.
 CAMPAIGN_STATUSES = tuple(CampaignStatus)
+#: An operator's control of a campaign (``campaigns.control``; NULL: none): ``paused`` until
+#: ``batch-sender resume``, or ``cancelled`` for good.
+CAMPAIGN_CONTROLS = ("paused", "cancelled")
 
 #: Column widths (characters); values longer than these are truncated on the way in.
 MSISDN_LENGTH = 64
@@ -121,6 +125,10 @@ campaigns = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime(), nullable=True),
     Column("finished_at", UTCDateTime(), nullable=True),
+    # campaign control (revision 0009): an operator's pause or cancel, and when; apart from
+    # status, which runs write: a pause outlives the run it stopped
+    Column("control", String(12), nullable=True),  # NULL, or one of CAMPAIGN_CONTROLS
+    Column("control_at", UTCDateTime(), nullable=True),
     UniqueConstraint("name"),
     **_MYSQL_OPTIONS,
 )

@@ -93,7 +93,7 @@ def test_a_real_run_sends_and_records_the_meant_digits(bs, simulator, tmp_path):
         "run", str(_csv(tmp_path)), "--text", "Hi", "--country", "ZA",
         "--country-column", "cc", "--name", "meant", sim=simulator,
     )  # fmt: skip
-    assert out.exit_code == 1, out.stderr  # finished, some rejected
+    assert out.exit_code == 0, out.stderr  # finished; rejected rows are facts, not failures
     got = _results(tmp_path)
     assert len(got) == len(ROWS)
     for row, (raw, _, digits) in zip(got, ROWS, strict=True):
