@@ -16,7 +16,7 @@ from sqlalchemy import Update, func, literal, select, update
 
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store.queries import Store
+from batch_sender.store.facade import Store
 from batch_sender.store.tables import UTCDateTime, campaigns, recipients
 
 __all__ = [
