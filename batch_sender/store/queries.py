@@ -41,6 +41,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import Update
 
+from batch_sender import sms
 from batch_sender.errors import StoreError
 from batch_sender.states import STAGED_ONLY, Status
 from batch_sender.store import engine as engines
@@ -121,6 +122,7 @@ _STAGE_COLUMNS = (
     "error_code",
     "error_description",
     "updated_at",
+    "fields",
 )
 
 
@@ -1035,8 +1037,9 @@ class Store:
                         no_error if code is None else code[:ERROR_CODE_LENGTH],
                         no_error if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
                         updated_at,
+                        fields,
                     )
-                    for row_no, msisdn, status, parts, digest, _, _, code, reason in batch
+                    for row_no, msisdn, status, parts, digest, _, _, code, reason, fields in batch
                 ]
             )
             total += len(batch)
@@ -1075,8 +1078,9 @@ class Store:
                     "wire_text": wire_text,
                     "unicode": unicode,
                     "parts": parts,
+                    "text": sms.readable(wire_text or "", unicode),
                 }
-                for digest, (_, _, _, parts, _, wire_text, unicode, _, _) in new.items()
+                for digest, (_, _, _, parts, _, wire_text, unicode, _, _, _) in new.items()
             ],
         )
         digests.update(self._message_ids(conn, campaign_id, list(new)))
