@@ -8,7 +8,7 @@ is one query the morning after, when the CSV may be gone::
 
     SELECT row_no, msisdn, status, text, json_extract(fields, '$.name') FROM results  -- SQLite
     SELECT row_no, msisdn, status, text, fields::json ->> 'name' FROM results         -- PostgreSQL
-    SELECT row_no, msisdn, status, text, fields ->> '$.name' FROM results             -- MariaDB
+    SELECT row_no, msisdn, status, text, JSON_VALUE(fields, '$.name') FROM results   -- MariaDB
 
 Existing messages get their text here; rows staged before this revision have no ``fields``
 (NULL). Every column the view had is kept, with the same name and meaning.
