@@ -14,6 +14,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 
 from batch_sender import numbers, sms
 from batch_sender.config import RunSettings
@@ -191,6 +192,12 @@ class Preparer:
         self._non_gsm_rows: Counter[tuple[str, ...]] = Counter()
         #: what --smart-encoding changed (or would change)
         self.smart = SmartEncoding(enabled=self._options.smart_encoding)
+        #: a row's JSON object as a %-format of its values: quoted as they are, or encoded
+        keys = [encode_basestring(column).replace("%", "%%") for column in columns]
+        self._fields_formats = (
+            "{" + ",".join(f'{key}:"%s"' for key in keys) + "}",
+            "{" + ",".join(f"{key}:%s" for key in keys) + "}",
+        )
 
     @property
     def non_gsm(self) -> Counter[str]:
@@ -201,34 +208,45 @@ class Preparer:
                 counts[char] += rows
         return counts
 
-    def staged(self, records: Iterable[Record]) -> Iterator[StagedTuple]:
-        """Each record as a staged row, accepted (``pending``) or ``rejected`` with a reason.
+    def staged(self, records: Iterable[Record], *, fields: bool = True) -> Iterator[StagedTuple]:
+        """Each record as a staged row, accepted (``pending``) or ``rejected`` with a reason,
+        with the source row as a JSON object (``fields``; None when ``fields`` is False).
 
         The hot loop of staging: a number that is already international digits costs a few
-        string checks, and a text seen before (every row, when the template has no
-        placeholder) costs one dict lookup.
+        string checks, a text seen before (every row, when the template has no placeholder)
+        one dict lookup, and the row's JSON one format of its values when none needs escaping.
         """
         number = self._normalise.pair
         payload_of = self._payload_of
         non_gsm = self._non_gsm_rows
         per_row = self._per_row
+        plain, escaped = self._fields_formats
+        row_json: str | None = None
         for row_no, _, raw, values in records:
+            if fields:
+                # JSON escapes only '"', '\\' and control characters (not printable): a row
+                # without any is its values in quotes; one with any goes through the encoder
+                joined = "".join(values)
+                if '"' in joined or "\\" in joined or not joined.isprintable():
+                    row_json = escaped % tuple(map(encode_basestring, values))
+                else:
+                    row_json = plain % tuple(values)
             if per_row is None:
                 msisdn, reason = number(raw)
             else:
                 msisdn, reason = per_row[1].pair(raw, values[per_row[0]])
             if msisdn is None:
-                yield _rejected(row_no, raw, reason or "bad number")
+                yield _rejected(row_no, raw, reason or "bad number", row_json)
                 continue
             payload = payload_of(values)
             if isinstance(payload, str):
-                yield _rejected(row_no, msisdn, payload)
+                yield _rejected(row_no, msisdn, payload, row_json)
                 continue
             if payload.non_gsm:
                 non_gsm[payload.non_gsm] += 1
             if payload.smart:
                 self._count_smart(payload)
-            yield (row_no, msisdn, *payload.tail)
+            yield (row_no, msisdn, *payload.tail, row_json)
 
     def _count_smart(self, payload: _Payload) -> None:
         smart = self.smart
@@ -287,9 +305,9 @@ class Preparer:
         )
 
 
-def _rejected(row_no: int, msisdn: str, reason: str) -> StagedTuple:
+def _rejected(row_no: int, msisdn: str, reason: str, fields: str | None) -> StagedTuple:
     """A rejected row: its number (the raw value, cut to the column, for a bad number) and why."""
-    return row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, 0, None, None, False, None, reason
+    return row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, 0, None, None, False, None, reason, fields
 
 
 @dataclass(slots=True)
@@ -344,8 +362,8 @@ def dry_run(
     shared: Counter[str] = Counter()
     sample: dict[str, str] = {}
     shared_start = numbers.shared_calling_code_start
-    for _, msisdn, status, parts, digest_, _, unicode, _, reason in preparer.staged(
-        source.records()
+    for _, msisdn, status, parts, digest_, _, unicode, _, reason, _ in preparer.staged(
+        source.records(), fields=False
     ):
         if status == _REJECTED:
             report.rejected += 1

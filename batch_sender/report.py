@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import html
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,10 @@ RESULT_COLUMNS = (
     "delivery_status_name",
     "delivered_at",
     "charge",
+    "text",  # the message as the recipient read it
 )
+#: a source column named like a result column is exported as ``source_<name>``
+SOURCE_PREFIX = "source_"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
 TOP_ERRORS = 10  # error codes listed in the table
 SLOWEST = 10  # slowest deliveries listed
@@ -300,14 +304,36 @@ def safe_cell(value: object) -> object:
 
 
 def write_csv(rows: Iterable[Mapping[str, object]], out: IO[str]) -> int:
-    """Write per-recipient results as CSV; return the number of rows."""
+    """Write per-recipient results as CSV, then each source column (from ``fields``, the
+    first row's columns; ``source_<name>`` where a result column has the name); return the
+    number of rows."""
     writer = csv.writer(out)
-    writer.writerow(RESULT_COLUMNS)
+    iterator = iter(rows)
+    first = next(iterator, None)
+    source = list(_fields(first)) if first is not None else []
+    writer.writerow(
+        [*RESULT_COLUMNS, *(SOURCE_PREFIX + c if c in RESULT_COLUMNS else c for c in source)]
+    )
+    if first is None:
+        return 0
     n = 0
-    for row in rows:
-        writer.writerow([safe_cell(_plain(row.get(col))) for col in RESULT_COLUMNS])
+    for row in itertools.chain((first,), iterator):
+        values = _fields(row)
+        writer.writerow(
+            [safe_cell(_plain(row.get(col))) for col in RESULT_COLUMNS]
+            + [safe_cell(_plain(values.get(col))) for col in source]
+        )
         n += 1
     return n
+
+
+def _fields(row: Mapping[str, object]) -> dict[str, object]:
+    """A results row's source fields (its ``fields`` JSON); empty for rows staged without."""
+    text = row.get("fields")
+    if not isinstance(text, str) or not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
 
 
 def _plain(value: object) -> object:

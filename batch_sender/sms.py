@@ -39,6 +39,7 @@ __all__ = [
     "gsm_septets",
     "gsm_split",
     "parts_for_wire",
+    "readable",
     "smarten",
     "to_ucs2_hex",
     "ucs2_parts",
@@ -209,6 +210,17 @@ def from_ucs2_hex(hexstr: str) -> str:
         return bytes.fromhex(hexstr).decode("utf-16-be")
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid unicode hex: lone surrogate at unit {exc.start // 2}") from exc
+
+
+def readable(wire_text: str, unicode: bool) -> str:
+    """The text a person reads from what travels in ``<text>``: UCS-2 hex decoded, GSM text
+    (and a binary payload's hex) as it is. What ``results.text`` shows."""
+    if not unicode:
+        return wire_text
+    try:
+        return from_ucs2_hex(wire_text)
+    except InputError:
+        return wire_text
 
 
 def parts_for_wire(wire_text: str, unicode: bool) -> int:

@@ -45,6 +45,15 @@ def number(i: int) -> str:
     return f"27{99 - prefix}{offset * _STEP % _SPAN:07d}"
 
 
+def national_number(i: int) -> str:
+    """The i-th unique ZA mobile number written nationally: 082 (then 083, 084, …) and 7 digits.
+
+    Valid for phonenumbers (``--country ZA`` accepts them): each takes the parsing path.
+    """
+    prefix, offset = divmod(i, _SPAN)
+    return f"08{2 + prefix % 3}{offset * _STEP % _SPAN:07d}"
+
+
 def _field_pool(fields: Sequence[str], seed: int) -> list[str]:
     """``_POOL`` pre-rendered, CSV-quoted tails of a row (",name,city,..."), built once."""
     rng = random.Random(seed + 1)
@@ -62,9 +71,17 @@ def _field_pool(fields: Sequence[str], seed: int) -> list[str]:
 
 
 def blocks(
-    rows: int, *, fields: Sequence[str], invalid: float, duplicates: float, seed: int
+    rows: int,
+    *,
+    fields: Sequence[str],
+    invalid: float,
+    duplicates: float,
+    seed: int,
+    national: bool = False,
 ) -> Iterator[str]:
-    """Yield the CSV text in blocks of ``BLOCK_ROWS`` rows, header first."""
+    """Yield the CSV text in blocks of ``BLOCK_ROWS`` rows, header first (``national``: the
+    numbers written as ZA national numbers, :func:`national_number`)."""
+    number = national_number if national else globals()["number"]
     rng = random.Random(seed)
     rand = rng.random
     randrange = rng.randrange
@@ -94,9 +111,12 @@ def write(
     invalid: float = 0.01,
     duplicates: float = 0.0,
     seed: int = 1,
+    national: bool = False,
 ) -> None:
     """Write the whole campaign to ``out``; memory stays at one block."""
-    for block in blocks(rows, fields=fields, invalid=invalid, duplicates=duplicates, seed=seed):
+    for block in blocks(
+        rows, fields=fields, invalid=invalid, duplicates=duplicates, seed=seed, national=national
+    ):
         out.write(block)
 
 
@@ -110,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--invalid", type=float, default=0.01, help="share of unusable numbers")
     parser.add_argument("--duplicates", type=float, default=0.0, help="share of repeated numbers")
     parser.add_argument("--seed", type=int, default=1, help="random seed (output is reproducible)")
+    parser.add_argument(
+        "--national", action="store_true", help="ZA national numbers (0821234567): --country ZA"
+    )
     args = parser.parse_args(argv)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
     unknown = sorted(set(fields) - set(FIELDS))
@@ -129,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             invalid=args.invalid,
             duplicates=args.duplicates,
             seed=args.seed,
+            national=args.national,
         )
     return 0
 

@@ -76,6 +76,7 @@ SCENARIOS = (
     "zeep",
     "reference",
     "staging",
+    "staging_national",
     "dry_run",
 )
 EXTRA_SCENARIOS = ("profile", "receipts")
@@ -224,13 +225,16 @@ def base_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), **CREDENTIALS}
 
 
-def campaign_csv(data: Path, rows: int) -> Path:
-    """The generated campaign of ``rows`` rows (``to``, ``name``, ``city``; 1% unusable numbers)."""
-    path = data / f"campaign-{rows}.csv"
+def campaign_csv(data: Path, rows: int, *, national: bool = False) -> Path:
+    """The generated campaign of ``rows`` rows (``to``, ``name``, ``city``; 1% unusable numbers;
+    ``national``: the numbers written as ZA national numbers, for ``--country ZA``)."""
+    path = data / f"campaign-{'national-' if national else ''}{rows}.csv"
     if not path.exists():
         partial = path.with_suffix(".partial")
         with partial.open("w", encoding="utf-8", newline="") as out:
-            gen_campaign.write(out, rows, fields=FIELDS, invalid=INVALID_SHARE, seed=1)
+            gen_campaign.write(
+                out, rows, fields=FIELDS, invalid=INVALID_SHARE, seed=1, national=national
+            )
         partial.rename(path)
     return path
 
@@ -474,12 +478,14 @@ def scenario_reference(h: Harness) -> dict[str, Any]:
     return result
 
 
-def scenario_staging(h: Harness) -> dict[str, Any]:
+def scenario_staging(h: Harness, *, country: str | None = None) -> dict[str, Any]:
     """Staging alone: ``campaign.stage()`` called in a subprocess of its own, timed around it."""
     rows = h.sizes.rows
-    csv = campaign_csv(h.data, rows)
-    db = h.fresh_db("staging")
+    csv = campaign_csv(h.data, rows, national=country is not None)
+    db = h.fresh_db("staging" if country is None else "staging_national")
     args = [PYTHON, str(BENCH / "run.py"), "--child-stage", str(csv), f"sqlite:///{db}"]
+    if country is not None:
+        args += ["--child-country", country]
     m = measure(args, env=base_env(), log=h.log)
     if m.exit_code != 0:
         raise SystemExit(f"staging child exited {m.exit_code}; see {h.log}")
@@ -488,6 +494,12 @@ def scenario_staging(h: Harness) -> dict[str, Any]:
     result["stage_s"] = round(out["seconds"], 3)
     result["rows_s"] = result.pop("recipients_s")
     return result
+
+
+def scenario_staging_national(h: Harness) -> dict[str, Any]:
+    """Staging of numbers written nationally (``0821234567``) with ``--country ZA``: every
+    number takes the parsing path (phonenumbers), once per distinct value."""
+    return scenario_staging(h, country="ZA")
 
 
 def scenario_dry_run(h: Harness) -> dict[str, Any]:
@@ -732,7 +744,7 @@ def table(results: dict[str, dict[str, Any]], checks: list[dict[str, Any]]) -> s
     return "\n".join(lines)
 
 
-def child_stage(csv: str, db_url: str) -> int:
+def child_stage(csv: str, db_url: str, country: str | None = None) -> int:
     """In a process of its own: stage the campaign with the library, print seconds and rows."""
     from batch_sender import campaign, sources
     from batch_sender.config import RunSettings
@@ -740,7 +752,7 @@ def child_stage(csv: str, db_url: str) -> int:
 
     with Store.open(db_url) as store:
         source = sources.open_csv(csv)
-        settings = RunSettings(name="staging", text=SAME_TEXT, chunk_size=CHUNK)
+        settings = RunSettings(name="staging", text=SAME_TEXT, chunk_size=CHUNK, country=country)
         start = time.perf_counter()
         staged, _ = campaign.stage(store, source, settings)
         seconds = time.perf_counter() - start
@@ -779,9 +791,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run (< 1 min)")
     parser.add_argument("--out", type=Path, default=BENCH / "out", help="results directory")
     parser.add_argument("--child-stage", nargs=2, metavar=("CSV", "DB_URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-country", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_stage:
-        return child_stage(*args.child_stage)
+        return child_stage(*args.child_stage, country=args.child_country)
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(chosen) - set(RUNNERS))
     if unknown:

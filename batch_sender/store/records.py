@@ -86,11 +86,14 @@ class StagedRow:
     unicode: bool = False
     error_code: str | None = None  # why it was rejected, if it was
     error_description: str | None = None
+    fields: str | None = None  # the source row, a JSON object of column → value
 
 
 #: A :class:`StagedRow` as a plain tuple: its fields in order, the status as its string value.
 #: The staging hot path passes these, so a million rows cost no million objects.
-StagedTuple = tuple[int, str, str, int, str | None, str | None, bool, str | None, str | None]
+StagedTuple = tuple[
+    int, str, str, int, str | None, str | None, bool, str | None, str | None, str | None
+]
 
 
 def staged_tuple(row: StagedRow) -> StagedTuple:
@@ -105,6 +108,7 @@ def staged_tuple(row: StagedRow) -> StagedTuple:
         row.unicode,
         row.error_code,
         row.error_description,
+        row.fields,
     )
 
 

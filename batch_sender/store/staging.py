@@ -20,6 +20,7 @@ from sqlalchemy import (
     update,
 )
 
+from batch_sender import sms
 from batch_sender.errors import StoreError
 from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import engine as engines
@@ -59,6 +60,7 @@ _STAGE_COLUMNS = (
     "error_code",
     "error_description",
     "updated_at",
+    "fields",
 )
 
 
@@ -212,8 +214,9 @@ class StagingMixin(CampaignsMixin):
                         no_error if code is None else code[:ERROR_CODE_LENGTH],
                         no_error if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
                         updated_at,
+                        fields,
                     )
-                    for row_no, msisdn, status, parts, digest, _, _, code, reason in batch
+                    for row_no, msisdn, status, parts, digest, _, _, code, reason, fields in batch
                 ]
             )
             total += len(batch)
@@ -252,8 +255,9 @@ class StagingMixin(CampaignsMixin):
                     "wire_text": wire_text,
                     "unicode": unicode,
                     "parts": parts,
+                    "text": sms.readable(wire_text or "", unicode),
                 }
-                for digest, (_, _, _, parts, _, wire_text, unicode, _, _) in new.items()
+                for digest, (_, _, _, parts, _, wire_text, unicode, _, _, _) in new.items()
             ],
         )
         digests.update(self._message_ids(conn, campaign_id, list(new)))

@@ -140,6 +140,8 @@ messages = Table(
     Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
     Column("digest", String(64), nullable=False),  # identity of the payload, from prepare
     Column("wire_text", LONG_TEXT, nullable=False),  # as sent: GSM text or UCS-2 hex
+    # what a person reads (revision 0007): the text, UCS-2 decoded; a binary payload's hex
+    Column("text", LONG_TEXT, nullable=True),
     Column("unicode", Boolean, nullable=False),
     Column("parts", Integer, nullable=False),
     UniqueConstraint("campaign_id", "digest"),
@@ -170,6 +172,9 @@ recipients = Table(
     Column("charge", CHARGE, nullable=True),  # credits, from callbacks
     # send windows (revision 0003): phonenumbers time-zone prefix, filled when first needed
     Column("tz_key", String(16), nullable=True),
+    # the source row as staged (revision 0007): a JSON object of column → value, every column
+    # (the number as written included), so the record answers without the file
+    Column("fields", LONG_TEXT, nullable=True),
     UniqueConstraint("campaign_id", "row_no"),
     # claiming: pending rows of a campaign, one message at a time, lowest ids first; on SQLite
     # only the pending rows (revision 0006), so claimed rows leave it once and recording never
@@ -278,6 +283,8 @@ results_view = table(
     column("delivery_status_name", String),
     column("delivered_at", UTCDateTime()),
     column("charge", CHARGE),
+    column("text", Text),  # revision 0007: the message as read (messages.text)
+    column("fields", Text),  # revision 0007: the source row, JSON (recipients.fields)
 )
 
 #: ``campaign_summary``: recipients and message parts per campaign and status.

@@ -5,6 +5,7 @@ for, the stage of each error, a campaign waiting for its send window)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import lxml.html
+import sqlalchemy as sa
 from fixtures_cli import write_csv
+
+from batch_sender.store import migrate
+from batch_sender.store.engine import begin_write, create
 
 TEXT = "Hi {name}, order {order} is on its way."
 
@@ -130,3 +135,116 @@ def test_a_campaign_waiting_for_its_send_window_shows_waiting_not_finished(
     assert bs("report", "c", "--html", str(page)).exit_code == 0
     doc = lxml.html.parse(str(page)).getroot()
     assert doc.get_element_by_id("status").text_content() == "waiting"
+
+
+# -- item 9: what each person got -----------------------------------------------------------------
+
+
+def _field(engine: sa.Engine, name: str) -> str:
+    """One source field of ``results.fields`` in SQL, as the README writes it per engine."""
+    if engine.dialect.name == "postgresql":
+        return f"CAST(fields AS json) ->> '{name}'"
+    if engine.dialect.name in ("mysql", "mariadb"):
+        return f"JSON_VALUE(fields, '$.{name}')"
+    return f"json_extract(fields, '$.{name}')"
+
+
+def test_results_answer_what_each_person_got_with_sql_alone(
+    bs: Any, simulator: Any, tmp_path: Path, db_url: str
+) -> None:
+    source = write_csv(
+        tmp_path / "c.csv",
+        [
+            ("27821000001", "Zoë", "A-1"),  # not GSM: the message travels as UCS-2 hex
+            ("082 100 0002", 'Sipho "Sporty", Jr', "A-2"),  # national; quotes and a comma
+            ("n/a", "Bad", "A-3"),  # rejected: no message, the row still there
+        ],
+        header=("to", "name", "order"),
+    )
+    out = bs(
+        "run", str(source), "--text", TEXT, "--name", "c", "--country", "ZA", sim=simulator,
+        env={"BATCH_SENDER_DB": db_url},
+    )  # fmt: skip
+    assert out.exit_code in (0, 1), out.stderr
+    source.unlink()  # the morning after: the file is gone
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    f"SELECT row_no, msisdn, status, text, {_field(engine, 'name')}, "
+                    f"{_field(engine, 'order')}, {_field(engine, 'to')} "
+                    "FROM results WHERE campaign = 'c' ORDER BY row_no"
+                )
+            ).all()
+            (wire,) = conn.execute(
+                sa.text("SELECT wire_text FROM messages WHERE unicode = :u"), {"u": True}
+            ).one()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        (1, "27821000001", "sent", "Hi Zoë, order A-1 is on its way.", "Zoë", "A-1",
+         "27821000001"),
+        (2, "27821000002", "sent", 'Hi Sipho "Sporty", Jr, order A-2 is on its way.',
+         'Sipho "Sporty", Jr', "A-2", "082 100 0002"),
+        (3, "n/a", "rejected", None, "Bad", "A-3", "n/a"),
+    ]  # fmt: skip
+    assert wire.startswith("00480069")  # "Hi" as UCS-2 hex: what wire_text alone showed
+
+
+def test_the_csv_report_carries_the_text_and_every_source_column(
+    bs: Any, simulator: Any, tmp_path: Path
+) -> None:
+    source = write_csv(
+        tmp_path / "c.csv",
+        [("27821000001", "Ann", "=1+1", "x"), ("27821000002", "Bo", "B-2", "y")],
+        header=("to", "name", "order", "status"),  # "status" is a result column too
+    )
+    out = bs("run", str(source), "--text", TEXT, "--name", "c", sim=simulator)
+    assert out.exit_code == 0, out.stderr
+    exported = tmp_path / "results.csv"
+    assert bs("report", "c", "--format", "csv", "-o", str(exported)).exit_code == 0
+    with exported.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[-5:] == ["text", "to", "name", "order", "source_status"]
+    assert rows[0]["status"] == "sent" and rows[0]["source_status"] == "x"
+    assert rows[0]["text"] == "Hi Ann, order =1+1 is on its way."
+    assert rows[0]["order"] == "'=1+1"  # a spreadsheet does not run it
+    assert (rows[1]["name"], rows[1]["to"]) == ("Bo", "27821000002")
+
+
+def test_upgrading_an_old_database_gives_its_messages_their_readable_text(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create(url)
+    try:
+        with begin_write(engine) as conn:
+            migrate.upgrade(conn, "0006_sqlite_pending_index")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO campaigns (id, name, source, fingerprint, options, status, total, "
+                    "created_at) VALUES (1, 'old', 'x.csv', 'f', '{}', 'finished', 2, "
+                    "'2026-11-30 00:00:00')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO messages (id, campaign_id, digest, wire_text, unicode, parts) "
+                    "VALUES (1, 1, 'a', :hex, 1, 1), (2, 1, 'b', 'Plain text', 0, 1)"
+                ),
+                {"hex": "Zoë".encode("utf-16-be").hex().upper()},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO recipients (campaign_id, row_no, msisdn, status, message_id, "
+                    "updated_at) VALUES (1, 1, '27821000001', 'sent', 1, '2026-11-30 00:00:00'), "
+                    "(1, 2, '27821000002', 'sent', 2, '2026-11-30 00:00:00')"
+                )
+            )
+        with begin_write(engine) as conn:
+            migrate.upgrade(conn)
+            texts = conn.execute(sa.text("SELECT text, fields FROM results ORDER BY row_no")).all()
+            assert [tuple(t) for t in texts] == [("Zoë", None), ("Plain text", None)]
+            migrate.downgrade(conn, "0006_sqlite_pending_index")
+            assert "text" not in {c["name"] for c in sa.inspect(conn).get_columns("results")}
+    finally:
+        engine.dispose()

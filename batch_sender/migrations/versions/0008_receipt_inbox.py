@@ -7,7 +7,7 @@ on (api_message_id, status) is small and cheap, unlike one on recipients.api_mes
 revision 0005 dropped because recording outcomes paid for it on every row.
 
 Revision ID: 0008_receipt_inbox
-Revises: 0006_sqlite_pending_index
+Revises: 0007_results_text
 Create Date: 2026-12-02 00:00:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision: str = "0008_receipt_inbox"
-down_revision: str | Sequence[str] | None = "0006_sqlite_pending_index"
+down_revision: str | Sequence[str] | None = "0007_results_text"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
