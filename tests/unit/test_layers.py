@@ -72,3 +72,23 @@ def test_no_import_cycle_between_packages():
 def test_the_cycle_finder_finds_one():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_internal_import_names_a_module_that_exists():
+    """mypy runs with ignore_missing_imports (for untyped third-party packages), so an import
+    of a batch_sender module that was moved or removed would pass it: this catches that."""
+    import importlib.util
+
+    missing = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("batch_sender") and importlib.util.find_spec(name) is None:
+                    missing.add(f"{path.relative_to(PACKAGE.parent)}: {name}")
+    assert not missing, sorted(missing)
