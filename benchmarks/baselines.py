@@ -267,7 +267,8 @@ def stage(db: sqlite3.Connection, csv_path: Path, template: str | None = None) -
                 elif template is None:
                     values.append((match[1], "pending"))
                 else:
-                    values.append((match[1], "pending", template.format(**dict(zip(header, row)))))
+                    fields = dict(zip(header, row, strict=False))
+                    values.append((match[1], "pending", template.format(**fields)))
             db.execute("BEGIN")
             if template is None:  # the same-text baseline as it always was: two values a row
                 values = [v[:2] for v in values]
