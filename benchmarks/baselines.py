@@ -19,6 +19,11 @@ as a subprocess to read its CPU time and peak RSS. Usage::
     python benchmarks/baselines.py naive_raw --csv FILE --url URL [--limit 2000]
     python benchmarks/baselines.py zeep      --csv FILE --url URL [--limit N] [--threads 8]
     python benchmarks/baselines.py reference --csv FILE --url URL --db FILE [--threads 8]
+                                             [--template "Hi {name}, ..."]
+
+``reference --template``: every row's text rendered from the template (``str.format`` of the
+row's columns), staged with the row, and sent one request per recipient (distinct texts cannot
+share a request): the bare pipeline of issue 19's ``reference_unique``.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ SOAP_ACTION = f'"{NS}/sendmsg"'
 HEADERS = {"Content-Type": "text/xml; charset=UTF-8", "SOAPAction": SOAP_ACTION}
 _DIGITS = re.compile(r"\+?(\d{8,15})")  # international digits, optionally with a leading +
 _RETURN = re.compile(rb"<return>ID: ([0-9a-f]+)(?: To: (\d+))?</return>")
+_ID_ALONE = re.compile(rb"<return>ID: ([0-9a-f]+)")  # a single-number answer may omit To:
 
 
 def envelope(numbers: list[str], text: str) -> bytes:
@@ -147,16 +153,28 @@ def zeep_chunks(
 
 
 def reference(
-    csv_path: Path, url: str, db_path: Path, *, threads: int, text: str = TEXT
+    csv_path: Path,
+    url: str,
+    db_path: Path,
+    *,
+    threads: int,
+    text: str = TEXT,
+    template: str | None = None,
 ) -> dict[str, Any]:
-    """CSV → regex → SQLite (executemany) → threads over one keep-alive client → IDs back."""
+    """CSV → regex → SQLite (executemany) → threads over one keep-alive client → IDs back.
+
+    With ``template``, each row's own text (staged with it), one request per recipient.
+    """
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(
-        "CREATE TABLE recipients (id INTEGER PRIMARY KEY, msisdn TEXT, status TEXT, api_id TEXT)"
+        "CREATE TABLE recipients (id INTEGER PRIMARY KEY, msisdn TEXT, status TEXT, api_id TEXT,"
+        " text TEXT)"
     )
-    staged = stage(db, csv_path)
+    staged = stage(db, csv_path, template)
+    if template is not None:
+        return reference_unique(db, url, threads=threads, staged=staged)
     totals = {"recipients": 0, "requests": 0, "accepted": 0, "staged": staged}
     limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
     with (
@@ -192,32 +210,85 @@ def reference(
     return totals
 
 
-def stage(db: sqlite3.Connection, csv_path: Path) -> int:
-    """Write every row, usable or not, as pending or rejected; the number of rows."""
+def reference_unique(
+    db: sqlite3.Connection, url: str, *, threads: int, staged: int
+) -> dict[str, Any]:
+    """Send each pending row's own text, one request per recipient, record each ID back."""
+    totals = {"recipients": 0, "requests": 0, "accepted": 0, "staged": staged}
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    with (
+        httpx.Client(limits=limits, headers=HEADERS, timeout=60.0) as client,
+        ThreadPoolExecutor(threads) as pool,
+    ):
+
+        def send(row: tuple[int, str, str]) -> list[tuple[str, int]]:
+            row_id, number, text = row
+            answer = client.post(url, content=envelope([number], text)).content
+            match = _ID_ALONE.search(answer)
+            return [(match[1].decode(), row_id)] if match else []
+
+        def record(future: Future[list[tuple[str, int]]]) -> None:
+            done = future.result()
+            db.execute("BEGIN")
+            db.executemany("UPDATE recipients SET status='sent', api_id=? WHERE id=?", done)
+            db.execute("COMMIT")
+            totals["recipients"] += 1
+            totals["requests"] += 1
+            totals["accepted"] += len(done)
+
+        in_flight: list[Future[list[tuple[str, int]]]] = []
+        for page in pending_pages(db, with_text=True):
+            for row in page:
+                in_flight.append(pool.submit(send, row))
+                if len(in_flight) >= threads * IN_FLIGHT_PER_THREAD:
+                    record(in_flight.pop(0))
+        for future in in_flight:
+            record(future)
+    db.close()
+    return totals
+
+
+def stage(db: sqlite3.Connection, csv_path: Path, template: str | None = None) -> int:
+    """Write every row, usable or not, as pending or rejected; the number of rows.
+
+    With ``template``, each usable row's text too, rendered from its columns.
+    """
     with csv_path.open(newline="", encoding="utf-8-sig") as f:
         rows = csv.reader(f)
-        column = next(rows).index("to")
+        header = next(rows)
+        column = header.index("to")
         count = 0
         while batch := list(itertools.islice(rows, STAGE_BATCH)):
             values = []
             for row in batch:
                 match = _DIGITS.fullmatch(row[column])
                 if match is None:
-                    values.append((row[column], "rejected"))
-                else:
+                    values.append((row[column], "rejected", None))
+                elif template is None:
                     values.append((match[1], "pending"))
+                else:
+                    fields = dict(zip(header, row, strict=False))
+                    values.append((match[1], "pending", template.format(**fields)))
             db.execute("BEGIN")
-            db.executemany("INSERT INTO recipients (msisdn, status) VALUES (?, ?)", values)
+            if template is None:  # the same-text baseline as it always was: two values a row
+                values = [v[:2] for v in values]
+                db.executemany("INSERT INTO recipients (msisdn, status) VALUES (?, ?)", values)
+            else:
+                db.executemany(
+                    "INSERT INTO recipients (msisdn, status, text) VALUES (?, ?, ?)", values
+                )
             db.execute("COMMIT")
             count += len(values)
     return count
 
 
-def pending_pages(db: sqlite3.Connection) -> Iterator[list[tuple[int, str]]]:
-    """Pending rows in pages of ``STAGE_BATCH`` (keyset pagination: updates do not disturb it)."""
+def pending_pages(db: sqlite3.Connection, *, with_text: bool = False) -> Iterator[list[Any]]:
+    """Pending rows in pages of ``STAGE_BATCH`` (keyset pagination: updates do not disturb it):
+    (id, msisdn), or (id, msisdn, text) ``with_text``."""
     last = 0
+    columns = "id, msisdn, text" if with_text else "id, msisdn"
     while page := db.execute(
-        "SELECT id, msisdn FROM recipients WHERE status='pending' AND id > ? ORDER BY id LIMIT ?",
+        f"SELECT {columns} FROM recipients WHERE status='pending' AND id > ? ORDER BY id LIMIT ?",
         (last, STAGE_BATCH),
     ).fetchall():
         last = page[-1][0]
@@ -234,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="sending threads (zeep, reference)")
     parser.add_argument("--db", type=Path, help="SQLite file to create (reference)")
     parser.add_argument("--text", default=TEXT, help="message text")
+    parser.add_argument(
+        "--template", help="reference: each row's text from this template, one request each"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     if args.baseline == "naive":
@@ -247,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.db is None:
             parser.error("reference needs --db FILE")
-        result = reference(args.csv, args.url, args.db, threads=args.threads, text=args.text)
+        result = reference(
+            args.csv,
+            args.url,
+            args.db,
+            threads=args.threads,
+            text=args.text,
+            template=args.template,
+        )
     result["seconds"] = time.perf_counter() - start
     json.dump(result, sys.stdout)
     print()

@@ -40,7 +40,7 @@ import httpx
 
 from batch_sender import errors, redact
 from batch_sender.gateway import wire
-from batch_sender.gateway.transport import KeepAliveTransport
+from batch_sender.gateway.transport import DEFAULT_PORTS, KeepAliveTransport
 from batch_sender.gateway.wire import MessageCharge, Receipt, Status
 
 __all__ = [
@@ -72,6 +72,7 @@ OPTION_NAMES = frozenset(
 #: Codes that, on a request sent with a session ID, mean "authenticate again" (ref. §2).
 _REAUTH_CODES = frozenset({"001", *errors.SESSION_CODES})
 _REDACTED = "***"
+CONTENT_TYPE = "text/xml; charset=UTF-8"
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
 
 T = TypeVar("T")
@@ -176,6 +177,7 @@ class GatewayClient:
             self.url = str(httpx.URL(url).copy_with(username=None, password=None))
         except (httpx.InvalidURL, TypeError) as exc:
             raise errors.InputError(f"invalid gateway URL: {exc}") from exc
+        chosen = transport if transport is not None else _default_transport(max_connections)
         self._http = httpx.Client(
             timeout=timeout or DEFAULT_TIMEOUT,
             limits=httpx.Limits(
@@ -183,9 +185,15 @@ class GatewayClient:
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
-            headers={"Content-Type": "text/xml; charset=UTF-8"},
-            transport=transport if transport is not None else _default_transport(max_connections),
+            headers={"Content-Type": CONTENT_TYPE},
+            transport=chosen,
         )
+        #: our own keep-alive transport, called without httpx's request and response objects
+        #: (see :meth:`_post`); None when requests go through httpx (a transport was given, a
+        #: proxy is configured, or the URL carries credentials httpx would send as basic auth)
+        self._direct: _Direct | None = None
+        if transport is None and isinstance(chosen, KeepAliveTransport):
+            self._direct = _Direct.for_url(chosen, url, self._http.timeout)
 
     @classmethod
     def from_spec(cls, spec: ClientSpec) -> GatewayClient:
@@ -355,13 +363,19 @@ class GatewayClient:
     def _post(self, operation: str, params: Mapping[str, object]) -> list[str]:
         """POST one SOAP request and return its ``<return>`` strings; the httpx boundary."""
         body = wire.build_request(operation, params)
-        headers = {"SOAPAction": f'"{wire.soap_action(operation)}"'}
+        if self._direct is not None:
+            try:
+                status, headers, content = self._direct.post(operation, body)
+            except httpx.HTTPError as exc:
+                raise self._wrap(exc, operation) from exc
+            return _returns(status, headers, content, operation)
+        soap = {"SOAPAction": f'"{wire.soap_action(operation)}"'}
         try:
-            with self._http.stream("POST", self._url, content=body, headers=headers) as resp:
+            with self._http.stream("POST", self._url, content=body, headers=soap) as resp:
                 content = _read_limited(resp)
         except httpx.HTTPError as exc:
             raise self._wrap(exc, operation) from exc
-        return _returns(resp, content, operation)
+        return _returns(resp.status_code, resp.headers, content, operation)
 
     def _wrap(self, exc: httpx.HTTPError, operation: str) -> errors.BatchSenderError:
         """The batch-sender exception for an httpx error, by whether the request may have left."""
@@ -375,6 +389,63 @@ class GatewayClient:
         if isinstance(exc, httpx.DecodingError):
             return errors.ProtocolError(f"undecodable answer: {what}")
         return errors.OutcomeUnknown(f"answer lost after the request left: {what}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """POST to one URL through :meth:`KeepAliveTransport.exchange`, headers built once.
+
+    The same request httpx would send (its default headers, ``Content-Type``, ``SOAPAction``)
+    but ``Accept-Encoding``: answers come uncompressed, or are decoded as httpx would.
+    """
+
+    transport: KeepAliveTransport
+    key: tuple[str, str, int]
+    target: str
+    head: tuple[tuple[str, str], ...]  # Host first, then the headers every request carries
+    timeout: Mapping[str, float | None]
+
+    @classmethod
+    def for_url(
+        cls, transport: KeepAliveTransport, url: str, timeout: httpx.Timeout
+    ) -> _Direct | None:
+        """None when the URL needs httpx (credentials in it: basic auth; not http(s))."""
+        parsed = httpx.URL(url)
+        if parsed.userinfo or parsed.scheme not in DEFAULT_PORTS:
+            return None
+        head = (
+            ("Host", parsed.netloc.decode("ascii")),
+            ("Accept", "*/*"),
+            ("Connection", "keep-alive"),
+            ("User-Agent", f"python-httpx/{httpx.__version__}"),
+            ("Content-Type", CONTENT_TYPE),
+        )
+        key = (parsed.scheme, parsed.host, parsed.port or DEFAULT_PORTS[parsed.scheme])
+        return cls(transport, key, parsed.raw_path.decode("ascii"), head, timeout.as_dict())
+
+    def post(self, operation: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """``(status, headers, body)`` of one POST; httpx's exceptions for failures."""
+        headers = (
+            *self.head,
+            ("SOAPAction", _soap_action_header(operation)),
+            ("Content-Length", str(len(body))),
+        )
+        status, _, raw, content = self.transport.exchange(
+            self.key, "POST", self.target, headers, body, self.timeout
+        )
+        found = {name.lower(): value for name, value in raw}  # (what _returns reads)
+        if found.get("content-encoding", "identity").strip().lower() != "identity":
+            # not asked for, but decoded (and size-checked) as httpx would
+            response = httpx.Response(status, headers=raw, stream=httpx.ByteStream(content))
+            content = _read_limited(response)
+        elif len(content) > wire.MAX_BODY_BYTES:
+            raise errors.ProtocolError(f"answer over {wire.MAX_BODY_BYTES} bytes refused")
+        return status, found, content
+
+
+@functools.lru_cache(maxsize=64)
+def _soap_action_header(operation: str) -> str:
+    return f'"{wire.soap_action(operation)}"'
 
 
 def _default_transport(max_connections: int) -> httpx.BaseTransport | None:
@@ -404,16 +475,15 @@ def _read_limited(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _returns(response: httpx.Response, content: bytes, operation: str) -> list[str]:
+def _returns(status: int, headers: Mapping[str, str], content: bytes, operation: str) -> list[str]:
     """The ``<return>`` strings of a 200 answer; HTTP errors as the exceptions of their class."""
-    status = response.status_code
     if status == 200:
         return wire.parse_response(content, operation)
     if status == 500 and b"Fault" in content:  # SOAP 1.1 sends its Faults with HTTP 500
         with contextlib.suppress(errors.ProtocolError):
             wire.parse_response(content, operation)  # raises SoapFault for a real Fault
     if status == 429 or 500 <= status <= 599:
-        retry_after = _retry_after(response.headers.get("Retry-After"), time.time())
+        retry_after = _retry_after(headers.get("retry-after"), time.time())
         wait = f", Retry-After {retry_after:g}s" if retry_after is not None else ""
         raise errors.ServerBusy(
             f"HTTP {status} from the gateway ({operation}){wait}",

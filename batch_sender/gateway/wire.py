@@ -4,7 +4,10 @@ Everything here is pure (bytes in, values out, no I/O), so it is tested without 
 shared by the client and the simulator. Requests are written by string templating, because a
 100-``<to>`` ``sendmsg`` is built once per request on the hot path; the tests prove the output
 byte-identical to the same envelope serialised by lxml. Responses are read with a hardened lxml
-parser (:func:`parse_xml`): no DTD, no entities, no network, bounded size.
+parser (:func:`parse_xml`): no DTD, no entities, no network, bounded size; an answer exactly in
+the gateway's own form (the documentation's envelope, plain ``<return>`` texts) is read first by
+a strict pattern (:func:`fast_returns`, 6 µs where lxml takes 44), which steps aside for
+anything else.
 
 The ``<return>`` strings have their own small grammars (``ID: x To: n``, ``ERR: 105, text``,
 ``OK: session``, ``Credit: 12.5`` ...), parsed by the ``parse_*`` functions below. A request-level
@@ -37,6 +40,7 @@ __all__ = [
     "Receipt",
     "Status",
     "build_request",
+    "fast_returns",
     "parse_balance",
     "parse_charge",
     "parse_coverage",
@@ -300,7 +304,70 @@ def parse_response(body: bytes, operation: str) -> list[str]:
 
     A SOAP Fault raises :class:`errors.SoapFault` carrying its ``faultstring``; a body that is
     not such an envelope raises :class:`errors.ProtocolError`.
+
+    The answer as the gateway writes it (the documentation's envelope, plain ``<return>``
+    texts) is read by :func:`fast_returns`; anything else by the hardened lxml parser, which
+    alone decides what a body it cannot read means.
     """
+    returns = fast_returns(body, operation)
+    if returns is not None:
+        return returns
+    return _parse_response_xml(body, operation)
+
+
+_XML_SPACE = rb"[ \t\r\n]*"  # XML's white space, and nothing else (no \f, no \v)
+_FAST: dict[str, re.Pattern[bytes]] = {}
+#: what a <return> text may hold for the fast reading: no markup, no reference (&amp;), no CR
+#: (XML reads CR LF as LF), no character XML 1.0 forbids; the lxml reading handles the rest
+_PLAIN_RETURN = rb"[^<&\r\x00-\x08\x0b\x0c\x0e-\x1f]*"
+
+
+def _fast_pattern(operation: str) -> re.Pattern[bytes]:
+    pattern = _FAST.get(operation)
+    if pattern is None:
+        s = _XML_SPACE
+        pattern = _FAST[operation] = re.compile(
+            rb'<\?xml version="1\.0" encoding="UTF-8"\?>' + s
+            + re.escape(
+                f'<SOAP-ENV:Envelope xmlns:SOAP-ENV="{ENVELOPE_NS}" xmlns:ns1="{NS}">'.encode()
+            )
+            + s + rb"<SOAP-ENV:Body>" + s
+            + re.escape(f"<ns1:{operation}Response>".encode()) + s
+            + rb"((?:<return>" + _PLAIN_RETURN + rb"</return>" + s + rb")+)"
+            + re.escape(f"</ns1:{operation}Response>".encode()) + s
+            + rb"</SOAP-ENV:Body>" + s + rb"</SOAP-ENV:Envelope>" + s + rb"\Z"
+        )  # fmt: skip
+    return pattern
+
+
+_FAST_RETURN = re.compile(rb"<return>(" + _PLAIN_RETURN + rb")</return>")
+
+
+def fast_returns(body: bytes, operation: str) -> list[str] | None:
+    """The ``<return>`` strings of a well-formed answer in the gateway's own form, or None.
+
+    Strict: the documentation's declaration, envelope and namespaces exactly, white space only
+    between elements, plain texts (see ``_PLAIN_RETURN``) in valid UTF-8 without U+FFFE/U+FFFF.
+    Where it answers, it answers what the lxml reading answers (``tests/test_fast_path.py``
+    checks both on a corpus of good and malformed bodies); where it says None, that reading
+    decides (a fault, a DOCTYPE, an entity, a comment, a truncated body, ...).
+    """
+    if len(body) > MAX_BODY_BYTES or b"]]>" in body:
+        return None
+    match = _fast_pattern(operation).match(body)
+    if match is None:
+        return None
+    try:
+        returns = [r.decode("utf-8") for r in _FAST_RETURN.findall(match[1])]
+    except UnicodeDecodeError:
+        return None
+    if any("\ufffe" in r or "\uffff" in r for r in returns):
+        return None
+    return returns
+
+
+def _parse_response_xml(body: bytes, operation: str) -> list[str]:
+    """:func:`parse_response` with the hardened lxml parser."""
     root = parse_xml(body)
     if root.tag != f"{{{ENVELOPE_NS}}}Envelope":
         raise errors.ProtocolError(f"not a SOAP 1.1 envelope: {_excerpt(body)}")

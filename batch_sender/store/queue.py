@@ -7,6 +7,7 @@ with ``BEGIN IMMEDIATE`` and claims through one prepared text (``_ClaimSql``).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -46,7 +47,6 @@ from batch_sender.store.staging import MESSAGE_CACHE_SIZE
 from batch_sender.store.tables import (
     CLIENT_MESSAGE_ID_LENGTH,
     UTCDateTime,
-    messages,
     recipients,
 )
 
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 #: UPDATE … FROM (3.33) and the ->> operator (3.38); older SQLite uses executemany
 _SQLITE_JSON_UPDATE = (3, 38, 0)
 
+#: a claim whose chunks hold fewer recipients than this on average writes them in one UPDATE
+SMALL_CHUNKS = 8
 CLAIM_DEADLOCK_RETRIES = 3  # a claim that lost a deadlock is rolled back whole and run again
 
 
@@ -109,6 +111,7 @@ class _ClaimSql:
         self.record_json: str | None = None
         self.record_sent_json: str | None = None
         self.claim_packed: str | None = None
+        self.claim_many_packed: str | None = None
         self.select_packed = (  # _packed_messages of the pending rows (campaign_id, rows, messages)
             "SELECT message_id, group_concat(id, ','), group_concat(msisdn, ',') FROM ("
             "SELECT id, msisdn, message_id FROM recipients "
@@ -121,6 +124,12 @@ class _ClaimSql:
                 "UPDATE recipients SET status = 'sending', client_message_id = ?, "
                 "claimed_by = ?, claimed_at = ?, attempts = attempts + 1, updated_at = ? "
                 "WHERE id IN (SELECT value FROM json_each(?))"
+            )
+            # (worker, claimed_at, updated_at, JSON {client_message_id: [id, ...], ...})
+            self.claim_many_packed = (
+                "UPDATE recipients SET status = 'sending', client_message_id = c.key, "
+                "claimed_by = ?, claimed_at = ?, attempts = attempts + 1, updated_at = ? "
+                "FROM json_each(?) AS c, json_each(c.value) AS i WHERE recipients.id = i.value"
             )
             # (updated_at, JSON {"id": api_message_id, ...}): the sent rows, nearly all of
             # them, with one value each to pull out of the JSON (3.0 -> 1.9 µs a row)
@@ -255,6 +264,8 @@ class QueueMixin(StoreBase):
                     ).all()
                 else:
                     packed = conn.execute(_packed_messages(query(), count)).all()
+                parts: list[str] = []  # each chunk's ids, "id,id,…"
+                claimed_rows = 0
                 for message_id, id_text, number_text in packed:
                     ids, numbers = id_text.split(","), number_text.split(",")
                     for start in range(0, len(ids), size):
@@ -262,11 +273,27 @@ class QueueMixin(StoreBase):
                             break
                         part = ",".join(ids[start : start + size])
                         client_message_id = _checked(new_id())
+                        recipients = PackedRecipients(part, ",".join(numbers[start : start + size]))
+                        claimed.append((client_message_id, message_id, recipients))
+                        parts.append(part)
+                        claimed_rows += min(size, len(ids) - start)
+                many = sql.claim_many_packed
+                small = len(claimed) > 1 and claimed_rows < SMALL_CHUNKS * len(claimed)
+                if many is not None and small:
+                    # many small chunks (distinct texts: one recipient each): one UPDATE for
+                    # all of them, {client_message_id: [id, …], …} (raw sqlite3, 32 chunks of
+                    # one: 17 → 5 µs a recipient); big chunks stay one UPDATE each, which is
+                    # cheaper for them (1.0–1.2 against 1.6–3.0 µs a recipient)
+                    packed_claims = ",".join(
+                        f"{json.dumps(cmid)}:[{part}]"
+                        for (cmid, _, _), part in zip(claimed, parts, strict=True)
+                    )
+                    conn.exec_driver_sql(many, (worker, now, now, "{" + packed_claims + "}"))
+                else:
+                    for (client_message_id, _, _), part in zip(claimed, parts, strict=True):
                         conn.exec_driver_sql(
                             sql.claim_packed, (client_message_id, worker, now, now, f"[{part}]")
                         )
-                        recipients = PackedRecipients(part, ",".join(numbers[start : start + size]))
-                        claimed.append((client_message_id, message_id, recipients))
             else:
                 rows = conn.execute(query().with_for_update(skip_locked=True)).all()
                 for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
@@ -288,7 +315,7 @@ class QueueMixin(StoreBase):
                     )
             if not claimed:
                 return []
-            payloads = {mid: self._message(conn, mid) for mid in {m for _, m, _ in claimed}}
+            payloads = self._messages_of(conn, {m for _, m, _ in claimed})
         return [
             Chunk(
                 campaign_id=campaign_id,
@@ -394,17 +421,34 @@ class QueueMixin(StoreBase):
             )
         return done.rowcount
 
-    def _message(self, conn: Connection, message_id: int) -> _Message:
-        """A messages row, from the cache when possible (rows never change)."""
-        cached = self._messages.get(message_id)
-        if cached is None:
-            row = conn.execute(
-                select(messages.c.wire_text, messages.c.unicode, messages.c.parts).where(
-                    messages.c.id == message_id
-                )
-            ).one()
-            cached = _Message(row.wire_text, bool(row.unicode), int(row.parts))
-            if len(self._messages) >= MESSAGE_CACHE_SIZE:
-                self._messages.clear()
-            self._messages[message_id] = cached
-        return cached
+    def _messages_of(self, conn: Connection, message_ids: set[int]) -> dict[int, _Message]:
+        """The messages rows of ``message_ids``: from the cache, the rest in one SELECT per
+        slice (distinct texts make every claim's messages new: one query per chunk had been
+        half the coordinator's time)."""
+        found: dict[int, _Message] = {}
+        missing: list[int] = []
+        for message_id in message_ids:
+            cached = self._messages.get(message_id)
+            if cached is None:
+                missing.append(message_id)
+            else:
+                found[message_id] = cached
+        if not missing:
+            return found
+        if len(self._messages) + len(missing) > MESSAGE_CACHE_SIZE:
+            self._messages.clear()
+        mark = _ClaimSql.for_dialect(conn.dialect).mark
+        for start in range(0, len(missing), _ID_BATCH):
+            some = missing[start : start + _ID_BATCH]
+            rows = conn.exec_driver_sql(
+                "SELECT id, wire_text, unicode, parts FROM messages "
+                f"WHERE id IN ({', '.join([mark] * len(some))})",
+                tuple(some),
+            ).all()
+            for message_id, wire_text, unicode, parts in rows:
+                message = _Message(wire_text, bool(unicode), int(parts))
+                found[message_id] = self._messages[message_id] = message
+        absent = set(missing) - found.keys()
+        if absent:
+            raise StoreError(f"no messages row {min(absent)} for claimed recipients")
+        return found
