@@ -93,6 +93,10 @@ class GatewaySettings:
     read_timeout: float = 60.0  # seconds; past it the outcome of a request is unknown
 
 
+#: seconds a run keeps retrying a results database that fails mid-run (``--db-retry``)
+DEFAULT_DB_RETRY = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     """One `batch-sender run`."""
@@ -112,3 +116,6 @@ class RunSettings:
     allow_partial: bool = False  # start even when the balance is short of the estimated cost
     backoff_scale: float = 1.0  # multiplies every retry wait (env BATCH_SENDER_BACKOFF_SCALE)
     send_process: str = "auto"  # one of SEND_PROCESS_MODES
+    #: seconds to keep retrying a results database that fails mid-run (its outcomes held and
+    #: journaled) before the run stops, resumable
+    db_retry: float = DEFAULT_DB_RETRY

@@ -32,6 +32,7 @@ from batch_sender.cli.common import (
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_DB_RETRY,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PARTS,
     DEFAULT_MAX_WAIT,
@@ -233,6 +234,16 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "longer) has passed since they can have left, and waits for it.",
 )
 @click.option(
+    "--db-retry",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_DB_RETRY,
+    show_default=True,
+    metavar="SECONDS",
+    help="When the results database fails mid-run (disk full, a restart), claim nothing new, "
+    "hold every outcome (journaled to a local file) and retry this long before stopping "
+    "(exit 3); the next run applies the journal first.",
+)
+@click.option(
     "--resend-unknown",
     is_flag=True,
     help="Send 'unknown' recipients again (they may get the message twice).",
@@ -327,6 +338,7 @@ def run(
     as_json: bool,
     lease: float,
     max_processing: float,
+    db_retry: float,
     resend_unknown: bool,
     allow_partial: bool,
     window: str | None,
@@ -353,7 +365,9 @@ def run(
       batch-sender run daily.csv --window 08:00-20:00 --not-after 1d --metrics-file m.prom
 
     Exit codes: 0 all accepted; 1 some failed or rejected; 2 usage/input error (nothing sent);
-    3 stopped by the gateway (auth, credit); 4 some outcomes unknown; 130 interrupted (resumable).
+    3 stopped, resumable (gateway: auth, credit; or the results database failed for longer than
+    --db-retry: the message names the journal the next run applies); 4 some outcomes unknown;
+    130 interrupted (resumable).
     """
     if log_format is not None:
         set_log_format(log_format)
@@ -395,6 +409,7 @@ def run(
                 resend_unknown=resend_unknown,
                 allow_partial=allow_partial,
                 backoff_scale=_backoff_scale(),
+                db_retry=db_retry,
             )
             watch.campaign = name
             if dry_run:
