@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, case, func, select, update
 
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store.queries import Store
+from batch_sender.store.facade import Store
 from batch_sender.store.records import Outcome, SentOutcomes
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
