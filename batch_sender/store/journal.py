@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, update
+from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.engine import make_url
 
 from batch_sender.states import Status
@@ -251,7 +251,8 @@ def _apply_one(engine: Engine, url: str, path: Path) -> tuple[int, int]:
                 .where(
                     _r.id == bindparam("b_id"),
                     _r.client_message_id == bindparam("b_climsgid"),
-                    _r.status.in_(_LIVE),
+                    # (no IN list: an expanding parameter cannot go with executemany)
+                    or_(*(_r.status == s for s in _LIVE)),
                 )
                 .values(
                     status=bindparam("b_status"),

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
@@ -76,7 +76,8 @@ def finish_chunks(
         if rows:
             conn.execute(
                 update(recipients)
-                .where(_r.id == bindparam("b_id"), _r.status.in_(live))
+                # (no IN list: an expanding parameter cannot go with executemany)
+                .where(_r.id == bindparam("b_id"), or_(*(_r.status == s for s in live)))
                 .values(
                     status=bindparam("b_status"),
                     api_message_id=bindparam("b_api"),
