@@ -18,10 +18,13 @@ database takes them, that is all it does. When a write (or a claim) fails with `
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
 
 from batch_sender.config import DEFAULT_DB_RETRY
 from batch_sender.errors import StoreError
@@ -71,6 +74,12 @@ def write(store: Store, batch: Batch) -> None:
         store.record(batch.outcomes, accepted=batch.accepted)
     elif batch.release:
         store.release(batch.release)
+
+
+def _outage(exc: StoreError) -> bool:
+    """Whether ``exc`` came from the database or its driver (worth retrying), not from us."""
+    cause = exc.__cause__
+    return cause is None or isinstance(cause, (DBAPIError, sqlite3.Error, OSError))
 
 
 class Backlog:
@@ -130,7 +139,10 @@ class Backlog:
         self._hold(batch)
 
     def failed(self, exc: StoreError) -> None:
-        """A write or a claim failed: the outage begins now, or goes on."""
+        """A write or a claim failed: the outage begins now, or goes on. A failure that no
+        database outage explains (SQLAlchemy refusing a statement: a bug) is raised again."""
+        if not _outage(exc):
+            raise exc
         now = self._clock()
         self.error = exc
         if self._since is None:
