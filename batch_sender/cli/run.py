@@ -239,6 +239,7 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     default=DEFAULT_DB_RETRY,
     show_default=True,
     metavar="SECONDS",
+    envvar="BATCH_SENDER_DB_RETRY",
     help="When the results database fails mid-run (disk full, a restart), claim nothing new, "
     "hold every outcome (journaled to a local file) and retry this long before stopping "
     "(exit 3); the next run applies the journal first.",

@@ -82,13 +82,18 @@ class Run:
             "CLICKATELL_PASSWORD": creds.password,
         }
 
-    def start(self, *extra: str) -> subprocess.Popen[str]:
+    def start(self, *extra: str, db_retry: float | None = None) -> subprocess.Popen[str]:
+        """Start a run; ``db_retry`` goes in its environment variable (so that the same test
+        runs unchanged on a version without --db-retry)."""
+        env = dict(self.env)
+        if db_retry is not None:
+            env["BATCH_SENDER_DB_RETRY"] = str(db_retry)
         args = [_exe(), "run", str(self.csv), "--text", "Hello", "--name", "c"]
         args += ["--chunk-size", CHUNK, "--concurrency", "4", "--max-processing", "1"]
         args += ["--read-timeout", "5", *extra]
         return subprocess.Popen(
             args,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -200,7 +205,7 @@ def test_sqlite_disk_full_then_freed_within_db_retry(tmpfs, tmp_path, make_simul
     lost)."""
     db, url = _sqlite(tmpfs)
     run = Run(tmp_path, make_simulator, url)
-    proc = run.start("--db-retry", "60")
+    proc = run.start(db_retry=60)
     run.wait_for_sent(proc)
     ballast = _fill(tmpfs, db)
     time.sleep(3)
@@ -219,7 +224,7 @@ def test_sqlite_disk_full_for_good_journal_applied_once(tmpfs, tmp_path, make_si
     applies it first, exactly once: nothing resent, no refused number recorded sent."""
     db, url = _sqlite(tmpfs)
     run = Run(tmp_path, make_simulator, url)
-    proc = run.start("--db-retry", "2")
+    proc = run.start(db_retry=2)
     run.wait_for_sent(proc)
     ballast = _fill(tmpfs, db)
     _, err = proc.communicate(timeout=120)
@@ -345,7 +350,7 @@ def test_postgres_restart_mid_run(cluster, tmp_path, make_simulator):
     """The database restarts mid-run (about a second away): the run holds on, records what it
     held, and finishes (before: exit 2, 'terminating connection', outcomes lost)."""
     run = Run(tmp_path, make_simulator, cluster.new_database())
-    proc = run.start("--db-retry", "60")
+    proc = run.start(db_retry=60)
     run.wait_for_sent(proc)
     cluster.restart()
     _, err = proc.communicate(timeout=120)
@@ -360,7 +365,7 @@ def test_postgres_down_for_good_journal_applied_once(cluster, tmp_path, make_sim
     """The database stops for good mid-run: exit 3 naming the journal; once it is back, the
     next run applies the journal first, exactly once; nothing resent, no refused one sent."""
     run = Run(tmp_path, make_simulator, cluster.new_database())
-    proc = run.start("--db-retry", "2")
+    proc = run.start(db_retry=2)
     run.wait_for_sent(proc)
     cluster.stop()
     try:
