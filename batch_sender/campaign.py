@@ -32,6 +32,7 @@ from batch_sender.errors import (
     EXIT_OK,
     EXIT_UNKNOWN,
     CampaignConflict,
+    DatabaseLost,
     GatewayError,
     InputError,
     Interrupted,
@@ -39,6 +40,7 @@ from batch_sender.errors import (
     ProtocolError,
     RetryableError,
     RunStopped,
+    StoreError,
 )
 from batch_sender.gateway import Credentials, GatewayClient
 from batch_sender.send import policy
@@ -350,6 +352,7 @@ def run(
         process=_courier_spec(settings, client, limiter, rows=campaign.total),
         lease=lease,
         halt=control.ControlCheck(store, campaign.id),
+        db_retry=settings.db_retry,
     )
     # the sending process (if any) starts up while the run counts, settles and checks credit
     sender.start_early()
@@ -389,45 +392,56 @@ def run(
             store.set_status(campaign.id, CampaignStatus.STOPPED)
             return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
         store.set_status(campaign.id, CampaignStatus.RUNNING)
-        with Heartbeat(
-            store, client, campaign.id, worker, lease=lease, max_processing=max_processing
-        ):
-            stats = sender.run()
-            stats, census = finish(
+        try:
+            with Heartbeat(
+                store, client, campaign.id, worker, lease=lease, max_processing=max_processing
+            ):
+                stats = sender.run()
+                stats, census = finish(
+                    store,
+                    client,
+                    sender,
+                    stats,
+                    campaign.id,
+                    stop=stop,
+                    lease=lease,
+                    finish_wait=(
+                        2 * lease + FINISH_MARGIN + max_processing
+                        if finish_wait is None
+                        else finish_wait
+                    ),
+                    max_processing=max_processing,
+                )
+            if stats.database is not None:
+                raise stats.database  # what it held is journaled: exit 3, resumable
+            if stats.halted == control.CANCELLED or campaign.control == control.CANCELLED:
+                cancelled = store_control.cancel_pending(store, campaign.id)  # rows handed back
+                log.info("campaign cancelled: %d more recipients cancelled", cancelled)
+            if stats.stop is not None:
+                status = CampaignStatus.STOPPED
+            elif stats.halted == control.PAUSED or stats.interrupted:
+                status = CampaignStatus.INTERRUPTED
+            else:
+                status = CampaignStatus.FINISHED
+            store.set_status(campaign.id, status)
+            result = _result(
                 store,
-                client,
-                sender,
-                stats,
-                campaign.id,
-                stop=stop,
-                lease=lease,
-                finish_wait=(
-                    2 * lease + FINISH_MARGIN + max_processing
-                    if finish_wait is None
-                    else finish_wait
-                ),
-                max_processing=max_processing,
+                campaign,
+                staged,
+                stats.progress,
+                stop_reason=str(stats.stop) if stats.stop is not None else None,
+                interrupted=stats.interrupted,
+                census=census,
+                halted=stats.halted,
             )
-        if stats.halted == control.CANCELLED or campaign.control == control.CANCELLED:
-            cancelled = store_control.cancel_pending(store, campaign.id)  # rows handed back
-            log.info("campaign cancelled: %d more recipients cancelled", cancelled)
-        if stats.stop is not None:
-            status = CampaignStatus.STOPPED
-        elif stats.halted == control.PAUSED or stats.interrupted:
-            status = CampaignStatus.INTERRUPTED
-        else:
-            status = CampaignStatus.FINISHED
-        store.set_status(campaign.id, status)
-        return _result(
-            store,
-            campaign,
-            staged,
-            stats.progress,
-            stop_reason=str(stats.stop) if stats.stop is not None else None,
-            interrupted=stats.interrupted,
-            census=census,
-            halted=stats.halted,
-        )
+        except DatabaseLost:
+            raise
+        except StoreError as exc:  # past the sender (settling, the census): nothing is held
+            raise DatabaseLost(
+                f"{exc}; sending had begun, so the run stopped with nothing left to record: "
+                "run the same command again once the database is back"
+            ) from exc
+        return result
     finally:
         sender.close()
 

@@ -108,6 +108,10 @@ class GatewaySettings:
     read_timeout: float = 60.0  # seconds; past it the outcome of a request is unknown
 
 
+#: seconds a run keeps retrying a results database that fails mid-run (``--db-retry``)
+DEFAULT_DB_RETRY = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     """One `batch-sender run`."""
@@ -129,3 +133,6 @@ class RunSettings:
     send_process: str = "auto"  # one of SEND_PROCESS_MODES
     #: refuse to stage or send when more than this percentage of the rows is unusable (rejected)
     max_rejected: float | None = None
+    #: seconds to keep retrying a results database that fails mid-run (its outcomes held and
+    #: journaled) before the run stops, resumable
+    db_retry: float = DEFAULT_DB_RETRY

@@ -6,6 +6,8 @@
     ├── InputError                        fix your input or options; nothing was sent (exit 2)
     │   └── CampaignConflict              same campaign name, different source/text/options
     ├── StoreError                        the results database is unusable (exit 2)
+    │   └── DatabaseLost                  it failed mid-run for longer than --db-retry: the run
+    │                                     stopped, outcomes journaled; resumable (exit 3)
     ├── Interrupted                       SIGINT/SIGTERM; the campaign is resumable (exit 130)
     └── GatewayError                      talking to the gateway went wrong
         ├── RetryableError                the request did not take effect: retry with backoff
@@ -39,6 +41,7 @@ __all__ = [
     "EXIT_USAGE",
     "BatchSenderError",
     "CampaignConflict",
+    "DatabaseLost",
     "GatewayError",
     "InputError",
     "InternalGatewayError",
@@ -60,7 +63,7 @@ __all__ = [
 EXIT_OK = 0  # every sendable recipient accepted
 EXIT_FAILURES = 1  # finished; some recipients failed or were rejected
 EXIT_USAGE = 2  # usage, configuration or input error; nothing sent
-EXIT_GATEWAY_STOP = 3  # stopped by the gateway (auth, credit, account)
+EXIT_GATEWAY_STOP = 3  # stopped, resumable: the gateway (auth, credit, account) or the database
 EXIT_UNKNOWN = 4  # finished with `unknown` outcomes
 EXIT_INTERRUPTED = 130  # interrupted by a signal; resumable
 
@@ -81,6 +84,16 @@ class CampaignConflict(InputError):
 
 class StoreError(BatchSenderError):
     """The results database cannot be opened, migrated or written."""
+
+
+class DatabaseLost(StoreError):
+    """The results database failed after sending began and did not come back in time.
+
+    The run stopped; what it could not record is in a local journal that the next command
+    applies first (``store.journal``). Running the same command again resumes the campaign.
+    """
+
+    exit_code = EXIT_GATEWAY_STOP
 
 
 class Interrupted(BatchSenderError):

@@ -137,6 +137,7 @@ def run(
     max_rejected: float | None,
     lease: float,
     max_processing: float,
+    db_retry: float,
     resend_unknown: bool,
     allow_partial: bool,
     window: str | None,
@@ -170,7 +171,8 @@ def run(
     Exit codes: 0 every sendable recipient accepted (rejected, duplicate and suppressed rows
     are reported, not failures; also a re-run with nothing left to send); 1 the gateway refused
     some; 2 usage/input error (nothing sent); 3 stopped, resumable (gateway: auth, credit,
-    unreachable; or paused); 4 some outcomes unknown; 130 interrupted (resumable).
+    unreachable; paused; or the results database failed for longer than --db-retry: the
+    message names the journal the next run applies); 4 some outcomes unknown; 130 interrupted.
     """
     if log_format is not None:
         set_log_format(log_format)
@@ -218,6 +220,7 @@ def run(
                 allow_partial=allow_partial,
                 backoff_scale=_backoff_scale(),
                 max_rejected=max_rejected,
+                db_retry=db_retry,
             )
             watch.campaign = name
             if dry_run:

@@ -17,6 +17,7 @@ from batch_sender.cli.common import LOG_FORMATS
 from batch_sender.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
+    DEFAULT_DB_RETRY,
     DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_PARTS,
@@ -246,6 +247,17 @@ sending_options = _group(
         help="Seconds the gateway may hold a request before accepting it (default: the default "
         "--read-timeout). Settling an earlier run's requests trusts 'never seen' (ERR 104) only "
         "once this long has passed since they can have left, and waits for it.",
+    ),
+    click.option(
+        "--db-retry",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_DB_RETRY,
+        show_default=True,
+        metavar="SECONDS",
+        envvar="BATCH_SENDER_DB_RETRY",
+        help="When the results database fails mid-run (disk full, a restart), claim nothing new, "
+        "hold every outcome (journaled to a local file) and retry this long before stopping "
+        "(exit 3); the next run applies the journal first.",
     ),
     click.option(
         "--resend-unknown",

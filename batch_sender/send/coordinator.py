@@ -19,9 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from batch_sender.config import MessageOptions
-from batch_sender.errors import GatewayError, OutcomeUnknown, RunStopped
+from batch_sender.errors import DatabaseLost, GatewayError, OutcomeUnknown, RunStopped, StoreError
 from batch_sender.gateway import GatewayClient
 from batch_sender.send import leases
+from batch_sender.send.backlog import DEFAULT_DB_RETRY, Backlog, Batch
 from batch_sender.send.courier import ChunkResult, Courier, all_outcomes, outcomes_for
 from batch_sender.send.pool import (
     CourierSpec,
@@ -32,8 +33,8 @@ from batch_sender.send.pool import (
 )
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.states import Status
-from batch_sender.store import Chunk, Outcome, SentOutcomes, Store
-from batch_sender.store import requests as store_requests
+from batch_sender.store import Chunk, SentOutcomes, Store
+from batch_sender.store.journal import Journal
 
 __all__ = [
     "ChunkResult",
@@ -90,6 +91,8 @@ class SendStats:
     interrupted: bool = False
     abandoned: int = 0  # recipients left `sending`: their request outlived STOP_GRACE
     halted: str | None = None  # an operator's control that stopped the claims (control.py)
+    #: the results database failed for longer than --db-retry: what was held is in its journal
+    database: DatabaseLost | None = None
 
 
 class Sender:
@@ -115,13 +118,15 @@ class Sender:
         process: CourierSpec | None = None,
         lease: float | None = None,
         halt: Callable[[], str | None] | None = None,
+        db_retry: float = DEFAULT_DB_RETRY,
     ) -> None:
         """``process``: send from a child process built to this spec (``pool``) instead of
         threads sharing ``client`` and ``limiter``; if it cannot start, threads are used.
         ``lease``: the seconds a heartbeat (``scaleout.Heartbeat``) keeps this worker's claims;
         the run stops sending when it could not renew them for most of that (``_fence``).
         ``halt``: asked before each claim; an answer (an operator's ``paused``/``cancelled``)
-        stops the run as a signal does, but it is not an interruption (``SendStats.halted``)."""
+        stops the run as a signal does, but it is not an interruption (``SendStats.halted``).
+        ``db_retry``: seconds to keep retrying a failing results database (``backlog``)."""
         self._lease = lease
         self._store = store
         self._campaign_id = campaign_id
@@ -146,6 +151,9 @@ class Sender:
         self._halt = halt
         self._halted: str | None = None
         self._early: ProcessWorkers | None = None  # launched by start_early, not yet used
+        url = store.engine.url.render_as_string(hide_password=False)
+        self._backlog = Backlog(store, Journal(url, campaign_id, self._worker), retry_for=db_retry)
+        self._lost: DatabaseLost | None = None
 
     def start_early(self) -> None:
         """Launch the sending process now, if there is to be one, without waiting for it: its
@@ -187,12 +195,20 @@ class Sender:
         abandoned = 0
         pool: Workers | None = None  # started at the first claim: a run may have nothing to send
         depth = QUEUE_DEPTH if self._process is None else PROCESS_QUEUE_DEPTH
+        backlog = self._backlog
         leases.started(self._worker)
         try:
             while True:
                 self._fence()
+                if backlog.failing:
+                    self._mend()
                 room = self._concurrency * depth - len(in_flight)
-                if not exhausted and not self._stop.is_set() and room >= self._concurrency:
+                if (
+                    not exhausted
+                    and not self._stop.is_set()
+                    and room >= self._concurrency
+                    and backlog.may_claim()
+                ):
                     if self._halt is not None and self._halted is None:
                         self._halted = self._halt()
                         if self._halted is not None:
@@ -201,19 +217,27 @@ class Sender:
                             continue
                     # claim in batches, once a worker's worth of room is free: one transaction
                     # for several chunks, and never so many that claims sit idle for long
-                    chunks = self._store.claim_chunks(
-                        self._campaign_id,
-                        size=self._chunk_size,
-                        count=room,
-                        worker=self._worker,
-                        new_id=new_client_message_id,
-                    )
-                    exhausted = not chunks
-                    if chunks:
-                        pool = pool or self._start_workers()
-                        for chunk in chunks:
-                            in_flight[pool.submit(chunk)] = chunk
+                    try:
+                        chunks = self._store.claim_chunks(
+                            self._campaign_id,
+                            size=self._chunk_size,
+                            count=room,
+                            worker=self._worker,
+                            new_id=new_client_message_id,
+                        )
+                    except StoreError as exc:
+                        backlog.failed(exc)
+                    else:
+                        backlog.recovered()
+                        exhausted = not chunks
+                        if chunks:
+                            pool = pool or self._start_workers()
+                            for chunk in chunks:
+                                in_flight[pool.submit(chunk)] = chunk
                 if not in_flight:
+                    if backlog.failing and not self._stop.is_set():
+                        self._stop.wait(min(POLL_INTERVAL, backlog.wait_time()))
+                        continue  # wait for the database, holding what is not recorded
                     break
                 timeout = POLL_INTERVAL
                 if self._stop.is_set():
@@ -245,12 +269,51 @@ class Sender:
                 pool.shutdown()
             self.close()  # a sending process launched early for a run with nothing to send
             leases.stopped(self._worker)
+            if backlog.held:  # a last try, then the journal keeps them
+                backlog.flush(force=True)
+            if self._lost is not None or backlog.held:
+                self._give_up()  # (again: with the final counts)
+            backlog.close()
         return SendStats(
             progress,
             stop=self._fatal,
-            interrupted=self._stop.is_set() and self._fatal is None and self._halted is None,
+            interrupted=(
+                self._stop.is_set()
+                and self._fatal is None
+                and self._halted is None
+                and self._lost is None
+            ),
             abandoned=abandoned + self._orphan_rows,
             halted=self._halted,
+            database=self._lost,
+        )
+
+    def _mend(self) -> None:
+        """During an outage of the database: retry the held writes when due; past --db-retry,
+        stop the run (in-flight requests still finish, their outcomes held and journaled)."""
+        if self._lost is None and self._backlog.expired():
+            self._give_up()
+            log.error("stopping the run: %s", self._lost)
+            self._stop.set()
+        elif self._backlog.held:
+            self._backlog.flush()
+
+    def _give_up(self) -> None:
+        backlog = self._backlog
+        where = (
+            f"{backlog.held} outcomes are kept in the journal {backlog.journal}, which the next "
+            "`batch-sender run` (or `reconcile`, `db upgrade`) applies first"
+            if backlog.journal is not None
+            else "every outcome it held is recorded"
+        )
+        if backlog.unjournaled:
+            where += (
+                f"; {backlog.unjournaled} outcomes could not be journaled either and are lost"
+                " (their rows stay 'sending': the next run settles them with querymsg)"
+            )
+        self._lost = DatabaseLost(
+            f"the results database stayed unusable for --db-retry {backlog.retry_for:.0f}s "
+            f"({backlog.error}); {where}; run the same command again once it is back"
         )
 
     def _fence(self) -> None:
@@ -271,10 +334,10 @@ class Sender:
     def _record(
         self, finished: list[tuple[Chunk, Future[ChunkResult]]], progress: SendProgress
     ) -> bool:
-        """Persist finished chunks in one transaction; True if rows went back to pending."""
-        outcomes: list[Outcome] = []
-        accepted: list[SentOutcomes] = []  # whole chunks accepted, packed by the courier
-        release: list[int] = []
+        """Persist finished chunks in one transaction (or hold them, journaled, while the
+        database fails: ``backlog``); True if rows went back to pending."""
+        batch = Batch()
+        outcomes, accepted, release = batch.outcomes, batch.accepted, batch.release
         orphaned: list[Chunk] = []  # held by a sending process that died
         why = ""
         for chunk, future in finished:
@@ -296,6 +359,8 @@ class Sender:
             else:
                 outcomes.extend(result.outcomes)
             release.extend(result.release)
+            if result.outcomes or result.release:  # the journal's line, if it comes to that
+                batch.entries.append((chunk.client_message_id, result.outcomes, result.release))
             progress.requests += result.requests
             progress.retries += max(0, result.requests - 1)
             if result.stop is not None and self._fatal is None:
@@ -311,14 +376,7 @@ class Sender:
                 progress.unknown += 1
         if orphaned:
             self._orphaned(orphaned, why)
-        if release and (outcomes or accepted):
-            # one transaction: a crash between recording and releasing would leave the released
-            # rows `sending` under a climsgid the gateway knows (settling: `unknown`)
-            store_requests.finish_chunks(self._store, outcomes, accepted=accepted, release=release)
-        elif outcomes or accepted:
-            self._store.record(outcomes, accepted=accepted)
-        elif release:
-            self._store.release(release)
+        self._backlog.write(batch)
         return bool(release)
 
     def _orphaned(self, chunks: list[Chunk], why: str) -> None:

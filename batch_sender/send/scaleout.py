@@ -91,7 +91,12 @@ def finish(
     last: tuple[int, int] | None = None
     changed = time.monotonic()
     unclaimable: int | None = None  # pending rows our last claim could not get, none sending
-    while stats.stop is None and not stats.interrupted and stats.halted is None:
+    while (
+        stats.stop is None
+        and not stats.interrupted
+        and stats.halted is None
+        and stats.database is None
+    ):
         census = store.census(campaign_id)
         pending, sending = census.counts[Status.PENDING], census.counts[Status.SENDING]
         if not pending and not sending:

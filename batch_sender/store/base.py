@@ -21,7 +21,7 @@ from sqlalchemy import (
 from batch_sender.errors import StoreError
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store import migrate
+from batch_sender.store import journal, migrate
 from batch_sender.store.records import (
     Campaign,
 )
@@ -126,7 +126,10 @@ class StoreBase:
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Self:
-        """Connect to ``url`` and bring its schema to head (or insist it is, if not ``upgrade``)."""
+        """Connect to ``url`` and bring its schema to head (or insist it is, if not ``upgrade``).
+
+        With ``upgrade``, journals of outcomes that earlier runs could not record in this
+        database are applied first (``store.journal``)."""
         with engines.store_errors("opening the results database", url):
             try:
                 engine = engines.create(url)
@@ -139,6 +142,9 @@ class StoreBase:
             try:
                 if upgrade:
                     store.upgrade()
+                    # outcomes an earlier run could not record (store.journal), before anything
+                    # else reads or settles its rows
+                    journal.apply_pending(engine, url)
                 else:
                     store._require_head()
             except BaseException:
