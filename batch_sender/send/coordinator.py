@@ -203,18 +203,19 @@ class Sender:
                 if backlog.failing:
                     self._mend()
                 room = self._concurrency * depth - len(in_flight)
+                if self._halt is not None and self._halted is None and not self._stop.is_set():
+                    # looked at on every turn (the check reads the database once a second), so
+                    # that a pause also reaches couriers held by an ERR 130 wait
+                    self._halted = self._halt()
+                    if self._halted is not None:
+                        log.warning("campaign %s: no more claims", self._halted)
+                        self._stop.set()  # in-flight requests land, the rest is released
                 if (
                     not exhausted
                     and not self._stop.is_set()
                     and room >= self._concurrency
                     and backlog.may_claim()
                 ):
-                    if self._halt is not None and self._halted is None:
-                        self._halted = self._halt()
-                        if self._halted is not None:
-                            log.warning("campaign %s: no more claims", self._halted)
-                            self._stop.set()  # in-flight requests land, the rest is released
-                            continue
                     # claim in batches, once a worker's worth of room is free: one transaction
                     # for several chunks, and never so many that claims sit idle for long
                     try:

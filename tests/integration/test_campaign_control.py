@@ -286,3 +286,21 @@ def test_campaigns_on_a_database_that_does_not_exist_exits_2_and_creates_nothing
     assert out.exit_code == 2
     assert "no results database" in out.stderr
     assert not missing.exists()
+
+
+def test_a_pause_reaches_workers_held_by_the_gateways_mt_limit(make_simulator, tmp_path):
+    """Every courier waits out an ERR 130 pause and nothing is claimed meanwhile: the pause is
+    still seen within seconds, the held chunks go back to pending, the run exits 3."""
+    sim = make_simulator(latency_ms=20)
+    camp = Campaign(tmp_path, f"sqlite:///{tmp_path / 'results.db'}", sim)
+    procs = staged_and_sending(camp, workers=1)
+    sim.inject("throttle", times=1, seconds=120)  # ERR 130 for two minutes
+    wait_for(lambda: sim.requests > sim.accepted_count // 10 + 2)  # answered 130 at least once
+    asked = time.monotonic()
+    assert camp.cli("pause", "big").returncode == 0
+    [(code, _, err)] = finish(procs, timeout=60)
+    assert code == 3, err[-2000:]
+    assert "gateway MT limit reached" in err
+    assert time.monotonic() - asked < STOPPED_WITHIN
+    assert_exactly_once(camp)
+    assert camp.statuses()["pending"] == ROWS - sim.accepted_count

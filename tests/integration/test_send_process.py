@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +179,9 @@ def _no_mode_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_child_launched_early_is_ended_when_nothing_is_left_to_send(
     bs, simulator, tmp_path, monkeypatch
 ):
-    """The sending process starts while the run settles and checks credit; a re-run that finds
-    nothing pending ends it at once and leaves no process behind."""
+    """The sending process starts while the run settles and checks credit; a run that then
+    finds nothing it may send (every pending row outside its window) ends it at once and leaves
+    no process behind. A re-run of a finished campaign does not even launch one."""
     discarded: list[int] = []
     discard = workers.ProcessWorkers.discard
 
@@ -191,13 +193,18 @@ def test_a_child_launched_early_is_ended_when_nothing_is_left_to_send(
     src = tmp_path / "c.csv"
     src.write_text("to\n" + "".join(f"2782100{i:04d}\n" for i in range(120)))
     args = ("run", str(src), "--text", "Hi", "--name", "early", "--send-process", "always")
+    hour = (datetime.now(UTC).hour + 2) % 24
+    closed = ("--tz", "UTC", "--window", f"{hour:02d}:00-{hour:02d}:30")
 
+    waiting = bs(*args, *closed, sim=simulator)
+    assert waiting.exit_code == 0, waiting.stderr
+    assert len(discarded) == 1  # launched early, nothing sendable: ended
+    assert gone(discarded[0])
     first = bs(*args, sim=simulator)
     again = bs(*args, sim=simulator)
 
     assert (first.exit_code, again.exit_code) == (0, 0), again.stderr
-    assert len(discarded) == 1  # the first run used its child; the second had nothing to send
-    assert gone(discarded[0])
+    assert len(discarded) == 1  # the first run used its child; the second launched none
     assert simulator.accepted_count == 120
     assert discarded[0] not in children(os.getpid())
 
