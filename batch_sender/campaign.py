@@ -12,20 +12,17 @@ live worker still has rows in flight, so every process ends with the same counts
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from types import TracebackType
 from typing import TypeVar
 
-from batch_sender import prepare, settle
+from batch_sender import prepare
 from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
 from batch_sender.delivery import cost
 from batch_sender.errors import (
@@ -40,33 +37,30 @@ from batch_sender.errors import (
     RunStopped,
 )
 from batch_sender.gateway import Credentials, GatewayClient
-from batch_sender.ratelimit import RateLimiter, SharedRateLimiter
-from batch_sender.sender import Sender, SendProgress, SendStats, worker_id
+from batch_sender.send.coordinator import Sender, SendProgress
+from batch_sender.send.leases import worker_id
+from batch_sender.send.pool import CourierSpec
+from batch_sender.send.ratelimit import RateLimiter, SharedRateLimiter
+from batch_sender.send.scaleout import (
+    DEFAULT_LEASE,
+    FINISH_MARGIN,
+    Heartbeat,
+    finish,
+    settle_orphans,
+)
+from batch_sender.send.settle import DEFAULT_MAX_PROCESSING
 from batch_sender.sources import Source
-from batch_sender.states import Status
+from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import Campaign, Census, Store
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
-from batch_sender.workers import CourierSpec
 
-__all__ = ["RunResult", "dry_run", "fingerprint", "open_client", "run"]
+__all__ = ["RunResult", "choose_name", "dry_run", "fingerprint", "open_client", "run"]
 
 log = logging.getLogger(__name__)
 
-#: campaign.status values
-STATUS_FINISHED = "finished"
-STATUS_STOPPED = "stopped"
-STATUS_INTERRUPTED = "interrupted"
-STATUS_RUNNING = "running"
-
-DEFAULT_LEASE = 300.0  # seconds a claim stays a live worker's without a heartbeat
-HEARTBEATS_PER_LEASE = 3  # heartbeats per lease: two may be missed before others settle the rows
-FINISH_POLL = 0.5  # seconds between looks at other workers' in-flight rows at the end of a run
-FINISH_MARGIN = 30.0  # seconds added to 2 leases: settling takes a while (grace, querymsg)
 
 T = TypeVar("T")
-
-_settling = threading.Lock()  # one settle at a time in this process (the store lock is per session)
 
 
 @dataclass(slots=True)
@@ -119,6 +113,42 @@ def fingerprint(source: Source, settings: RunSettings) -> str:
     if settings.country_column is not None:  # absent otherwise: earlier campaigns still match
         identity["country_column"] = settings.country_column
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def choose_name(store: Store, source: Source, settings: RunSettings, *, new: bool) -> str:
+    """The campaign a run without ``--name`` belongs to (``settings.name`` is its dated default).
+
+    The default name follows the local date, so the same command under another time zone, or a
+    crashed run resumed after midnight, would make a second campaign and send everything again.
+    So the campaign is found by what it sends (:func:`fingerprint`): an existing campaign with
+    this source, text and options is resumed, whatever its name (finished: nothing is sent
+    again). ``new`` (``--new-campaign``) is the operator's explicit "send it again": a fresh
+    dated name, with a suffix if that is taken.
+    """
+    taken = {c.name: c for c in store.campaigns()}
+    if new:
+        name, n = settings.name, 1
+        while name in taken:
+            n += 1
+            name = f"{settings.name}-{n}"
+        log.info("--new-campaign: sending as a new campaign %r", name)
+        return name
+    digest = fingerprint(source, settings)
+    same = [c for c in taken.values() if c.fingerprint == digest]
+    if not same:
+        return settings.name
+    latest = max(same, key=lambda c: (c.created_at, c.id))
+    if latest.name != settings.name:
+        log.warning(
+            "campaign %r (%s, created %s) already has this source, text and options: resuming "
+            "it instead of starting %r (it sends only what is still pending); to send again on "
+            "purpose, use --new-campaign or --name",
+            latest.name,
+            latest.status,
+            latest.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+            settings.name,
+        )
+    return latest.name
 
 
 def _message_identity(settings: RunSettings) -> dict[str, object]:
@@ -206,6 +236,7 @@ def run(
     lease: float = DEFAULT_LEASE,
     shared_rate: bool | None = None,
     finish_wait: float | None = None,
+    max_processing: float = DEFAULT_MAX_PROCESSING,
 ) -> RunResult:
     """Run one campaign to its end (or until stopped) and return its counts.
 
@@ -215,7 +246,9 @@ def run(
     its own without a heartbeat (it renews them every ``lease / 3``); ``shared_rate`` keeps
     ``settings.rate`` through the database (default: when the store is PostgreSQL or MariaDB);
     ``finish_wait`` bounds (s, default ``2 × lease + 30``) how long the end of the run waits for
-    other workers' in-flight rows when nothing changes.
+    other workers' in-flight rows when nothing changes. ``max_processing`` (s) is how long the
+    gateway may hold a request before accepting it: ERR 104 is trusted only that long after a
+    request can have left (``settle``).
     """
     stop = stop or threading.Event()
     try:
@@ -246,6 +279,7 @@ def run(
         progress=progress,
         backoff_scale=settings.backoff_scale,
         process=_courier_spec(settings, client, limiter, rows=campaign.total),
+        lease=lease,
     )
     # the sending process (if any) starts up while the run counts, settles and checks credit
     sender.start_early()
@@ -256,12 +290,23 @@ def run(
         tally = _in_background(DeliveryStore(store).pending_tally, campaign.id) if staged else None
         if on_staged is not None:
             on_staged(campaign, _counts(store, campaign.id))
-        _settle_orphans(store, client, campaign.id, lease)
+        settle_orphans(
+            store, client, campaign.id, lease, max_processing=max_processing, sleep=stop.wait
+        )
         if settings.resend_unknown:
             # ask first: an unknown row the gateway did accept must not be sent again
-            _settle_orphans(store, client, campaign.id, lease, statuses=(Status.UNKNOWN,))
-            requeued = store.requeue_unknown(campaign.id)
-            log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
+            settle_orphans(
+                store,
+                client,
+                campaign.id,
+                lease,
+                statuses=(Status.UNKNOWN,),
+                max_processing=max_processing,
+                sleep=stop.wait,
+            )
+            if not stop.is_set():  # stopped while waiting for answers that may still land
+                requeued = store.requeue_unknown(campaign.id)
+                log.info("--resend-unknown: %d unknown recipients back to pending", requeued)
         try:
             _check_balance(
                 store,
@@ -271,12 +316,14 @@ def run(
                 tally=tally.result() if tally is not None else None,
             )
         except cost.InsufficientCredit as exc:
-            store.set_status(campaign.id, STATUS_STOPPED)
+            store.set_status(campaign.id, CampaignStatus.STOPPED)
             return _result(store, campaign, staged, SendProgress(), stop_reason=str(exc))
-        store.set_status(campaign.id, STATUS_RUNNING)
-        with _Heartbeat(store, client, campaign.id, worker, lease=lease):
+        store.set_status(campaign.id, CampaignStatus.RUNNING)
+        with Heartbeat(
+            store, client, campaign.id, worker, lease=lease, max_processing=max_processing
+        ):
             stats = sender.run()
-            stats, census = _finish(
+            stats, census = finish(
                 store,
                 client,
                 sender,
@@ -284,14 +331,19 @@ def run(
                 campaign.id,
                 stop=stop,
                 lease=lease,
-                finish_wait=2 * lease + FINISH_MARGIN if finish_wait is None else finish_wait,
+                finish_wait=(
+                    2 * lease + FINISH_MARGIN + max_processing
+                    if finish_wait is None
+                    else finish_wait
+                ),
+                max_processing=max_processing,
             )
         if stats.stop is not None:
-            status = STATUS_STOPPED
+            status = CampaignStatus.STOPPED
         elif stats.interrupted:
-            status = STATUS_INTERRUPTED
+            status = CampaignStatus.INTERRUPTED
         else:
-            status = STATUS_FINISHED
+            status = CampaignStatus.FINISHED
         store.set_status(campaign.id, status)
         return _result(
             store,
@@ -381,89 +433,6 @@ def _courier_spec(
     )
 
 
-def _settle_orphans(
-    store: Store,
-    client: GatewayClient,
-    campaign_id: int,
-    lease: float,
-    *,
-    statuses: tuple[Status, ...] = (Status.SENDING,),
-) -> None:
-    """Settle the rows of dead workers, unless another worker is doing it right now.
-
-    One settler at a time: two settlers could both hear "never accepted" for one request, and
-    the second would hand back to the queue rows the first had requeued and a worker re-claimed.
-    """
-    if not _settling.acquire(blocking=False):
-        return
-    try:
-        with store.exclusive(f"batch_sender.settle.{campaign_id}") as held:
-            if held:
-                settle.settle(store, client, campaign_id, statuses=statuses, lease=lease)
-    finally:
-        _settling.release()
-
-
-def _finish(
-    store: Store,
-    client: GatewayClient,
-    sender: Sender,
-    stats: SendStats,
-    campaign_id: int,
-    *,
-    stop: threading.Event,
-    lease: float,
-    finish_wait: float,
-) -> tuple[SendStats, Census | None]:
-    """Stay until every row of the campaign is final, when other workers still have some.
-
-    A worker whose claims find nothing left waits for the others' in-flight rows; sends what
-    they hand back (or what settling their orphans requeues); settles orphans whose lease
-    lapsed. It gives up when nothing has changed for ``finish_wait`` seconds (the summary then
-    shows the rows still ``sending``), and never waits on rows it cannot send and nobody holds.
-    With the stats goes the census that found every row final, if one did: the summary's.
-    """
-    progress = stats.progress
-    last: tuple[int, int] | None = None
-    changed = time.monotonic()
-    unclaimable: int | None = None  # pending rows our last claim could not get, none sending
-    while stats.stop is None and not stats.interrupted:
-        census = store.census(campaign_id)
-        pending, sending = census.counts[Status.PENDING], census.counts[Status.SENDING]
-        if not pending and not sending:
-            return stats, census
-        if (pending, sending) != last:
-            last, changed = (pending, sending), time.monotonic()
-        elif time.monotonic() - changed > finish_wait:
-            log.warning(
-                "giving up waiting for other workers: %d rows still sending, %d pending",
-                sending,
-                pending,
-            )
-            break
-        if pending:
-            more = sender.run()
-            progress = _added(progress, more.progress)
-            stats = dataclasses.replace(more, progress=progress)
-            if more.progress.requests:
-                unclaimable = None
-                continue
-            if not sending:
-                # Nothing in flight anywhere, and what is pending is not ours to send now (a
-                # send window) — or it is locked by another worker's claim that has not
-                # committed yet (SKIP LOCKED passes over it, a count still says pending). Look
-                # once more a poll later before leaving it to others.
-                if unclaimable == pending:
-                    break
-                unclaimable = pending
-        if sending:
-            log.debug("waiting for %d rows other workers have in flight", sending)
-            _settle_orphans(store, client, campaign_id, lease)
-        if stop.wait(FINISH_POLL):
-            stats = dataclasses.replace(stats, interrupted=stats.stop is None)
-    return stats, None
-
-
 def _in_background(call: Callable[[int], T], argument: int) -> Future[T]:
     """``call(argument)`` on a thread of its own; its result (or exception) in the future."""
     future: Future[T] = Future()
@@ -476,76 +445,6 @@ def _in_background(call: Callable[[int], T], argument: int) -> Future[T]:
 
     threading.Thread(target=run, name="batch-sender-tally", daemon=True).start()
     return future
-
-
-def _added(a: SendProgress, b: SendProgress) -> SendProgress:
-    return SendProgress(
-        sent=a.sent + b.sent,
-        failed=a.failed + b.failed,
-        unknown=a.unknown + b.unknown,
-        requests=a.requests + b.requests,
-        retries=a.retries + b.retries,
-        started=a.started,
-    )
-
-
-class _Heartbeat:
-    """Two threads while the worker sends: one renews its lease, one settles others' orphans.
-
-    Apart, because settling may take a while (it waits for a dead worker's last requests to
-    land, then asks the gateway about each), and the lease must not lapse meanwhile.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        client: GatewayClient,
-        campaign_id: int,
-        worker: str,
-        *,
-        lease: float,
-    ) -> None:
-        self._store = store
-        self._client = client
-        self._campaign_id = campaign_id
-        self._worker = worker
-        self._lease = lease
-        self._interval = lease / HEARTBEATS_PER_LEASE
-        self._done = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._beat, name="batch-sender-heartbeat", daemon=True),
-            threading.Thread(target=self._settle, name="batch-sender-settle", daemon=True),
-        ]
-
-    def __enter__(self) -> _Heartbeat:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _beat(self) -> None:
-        while not self._done.wait(self._interval):
-            try:
-                touched = self._store.touch_claims(self._campaign_id, self._worker)
-                log.debug("heartbeat: lease renewed on %d rows", touched)
-            except Exception as exc:  # keep beating: a missed beat only shortens the lease
-                log.warning("heartbeat failed: %s", exc)
-
-    def _settle(self) -> None:
-        while not self._done.wait(self._interval):
-            try:
-                _settle_orphans(self._store, self._client, self._campaign_id, self._lease)
-            except Exception as exc:  # the end of the run settles again
-                log.warning("settling other workers' requests failed: %s", exc)
 
 
 def _counts(store: Store, campaign_id: int) -> dict[str, int]:

@@ -15,11 +15,14 @@ __all__ = [
     "DEFAULT_GATEWAY_URL",
     "DEFAULT_MAX_WAIT",
     "MAX_CHUNK_SIZE",
+    "PARAM_NAMES",
+    "PARAM_RULES",
     "SEND_PROCESS_MIN_ROWS",
     "SEND_PROCESS_MODES",
     "GatewaySettings",
     "MessageOptions",
     "RunSettings",
+    "check_param",
 ]
 
 DEFAULT_DB_URL = "sqlite:///batch_sender.db"
@@ -35,20 +38,33 @@ DEFAULT_MAX_PARTS = 35  # the gateway's ceiling on message parts (concat)
 SEND_PROCESS_MODES = ("auto", "always", "never")
 SEND_PROCESS_MIN_ROWS = 20_000
 
+#: What ``--param KEY=VALUE`` accepts, checked by the CLI before anything is staged: KEY → the
+#: values the gateway takes (its reference, /work/shared/reference) as (low, high) integer bounds.
+#: ``concat`` is not here: every request carries the parts its text needs (``--max-parts``).
+PARAM_RULES: dict[str, tuple[int, int, str]] = {
+    "deliv_ack": (0, 1, "0 or 1"),
+    "deliv_time": (0, 10080, "0-10080 minutes from now"),
+    "validity": (1, 10080, "1-10080 minutes"),
+    "max_credits": (1, 1000, "1-1000 whole credits"),
+    "req_feat": (0, 0xFFFF, "a 0-65535 feature bitmask"),
+    "escalate": (0, 1, "0 or 1"),
+    "mo": (0, 1, "0 or 1"),
+    "queue": (1, 3, "1, 2 or 3, 1 first"),
+}
 #: sendmsg elements that --param may set (the rest have options of their own).
-PARAM_NAMES = frozenset(
-    {
-        "deliv_ack",
-        "deliv_time",
-        "validity",
-        "max_credits",
-        "req_feat",
-        "escalate",
-        "mo",
-        "queue",
-        "concat",
-    }
-)
+PARAM_NAMES = frozenset(PARAM_RULES)
+
+
+def check_param(key: str, value: str) -> str | None:
+    """Why ``--param key=value`` would be refused by the gateway, or None if it is fine."""
+    rule = PARAM_RULES.get(key)
+    if rule is None:
+        return f"KEY must be one of {', '.join(sorted(PARAM_RULES))}"
+    low, high, what = rule
+    text = value.strip()
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        return f"{key} must be {what}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

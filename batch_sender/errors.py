@@ -11,7 +11,7 @@
         ├── RetryableError                the request did not take effect: retry with backoff
         │   ├── TransportError            connect error / connect or pool timeout (never left)
         │   ├── ServerBusy                HTTP 429/5xx; ``retry_after`` seconds if the server said
-        │   │                             (a bare 500 page is not retried: retry.is_retryable)
+        │   │                             (500/502/504 are not retried: send.policy.decide)
         │   ├── SoapFault                 a SOAP Fault from the server
         │   └── InternalGatewayError      ERR 901 "Please retry"
         ├── SessionExpired                ERR 003/005: authenticate again, then retry

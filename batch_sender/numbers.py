@@ -29,8 +29,9 @@ Clickatell wants international format, digits only, no ``+`` and no ``00`` (clic
 7. A number that needed interpretation (national, trunk prefix dropped, float fixed) must be
    valid (phonenumbers' ``is_valid_number``) for the country it ends up in, or it is rejected
    with the reason (rule ``invalid_for_country``): a UK ``07700 900124`` in a ``--country ZA``
-   file is not sent as ``277700900124``. ``--strict-numbers`` extends the check to plain
-   international digits.
+   file is not sent as ``277700900124``. The reason names the rule, not the digits ("not a valid
+   number of ZA (read as a national number)"), so rejections group by it. ``--strict-numbers``
+   extends the check to plain international digits.
 8. What is validated is what is sent: the digits are phonenumbers' E.164 of the number checked.
 9. 7–15 digits (ITU-T E.164), not starting with 0.
 
@@ -377,10 +378,11 @@ class Normaliser:
             )
         if not rules:
             return _rejected(f"invalid number for {region} (--strict-numbers)")
+        # the reason names no digits, so a report groups every such row under one line; the
+        # digits it was read as stay on the outcome (``digits``: the dry run's examples)
         why = _WHY_INTERPRETED[rules[-1]]
-        return Normalised(
-            None, f"not a valid number of {region} ({why}: {msisdn})", (*rules, INVALID), msisdn
-        )
+        reason = f"not a valid number of {region} ({why})"
+        return Normalised(None, reason, (*rules, INVALID), msisdn)
 
 
 class PerRowCountry:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batch_sender.states import Status
+from batch_sender.states import CampaignStatus, Status
 
 __all__ = [
     "HEARTBEAT_TIMEOUT",
@@ -88,7 +88,12 @@ def render_metrics(m: RunMetrics) -> str:
         "1 for how the last run ended (finished, stopped, interrupted, error).",
         [
             (f'{c},outcome="{o}"', 1.0 if o == m.outcome else 0.0)
-            for o in ("finished", "stopped", "interrupted", "error")
+            for o in (
+                CampaignStatus.FINISHED,
+                CampaignStatus.STOPPED,
+                CampaignStatus.INTERRUPTED,
+                "error",
+            )
         ],
     )
     family(

@@ -19,8 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
-from batch_sender.delivery import statuses
 from batch_sender.errors import InputError
+from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.states import Status
 from batch_sender.store import Campaign, Store
 from batch_sender.store.delivery import (
@@ -63,20 +63,45 @@ TOP_ERRORS = 10  # error codes listed in the table
 SLOWEST = 10  # slowest deliveries listed
 
 
+#: Where a row's error arose, by its state: refused at staging, or by the gateway.
+STAGES = {Status.REJECTED: "staging", Status.FAILED: "send"}
+WAITING = "waiting"  # a finished run left rows pending (a send window, --at): the next run sends
+NO_RECEIPTS = "no delivery receipts requested"
+
+
 @dataclass(slots=True)
 class CampaignReport:
     campaign: Campaign
     counts: dict[str, int]
-    parts: int
-    errors: list[tuple[str | None, str | None, int]] = field(default_factory=list)
+    parts: int  # message parts of every row accepted for sending, sent or not
+    #: (state, code, description, recipients) of rejected and failed rows
+    errors: list[tuple[Status, str | None, str | None, int]] = field(default_factory=list)
     delivery: DeliveryCounts | None = None
     delivery_statuses: list[tuple[str, int]] = field(default_factory=list)  # code, recipients
     slowest: list[SlowDelivery] = field(default_factory=list)
     timeline: list[TimelineBucket] = field(default_factory=list)
+    credits_spent: int = 0  # parts the gateway accepted (sent)
+    credits_to_spend: int = 0  # parts still pending (or claimed, unanswered)
+    credits_unknown: int = 0  # parts whose answer was lost: perhaps charged
+    #: whether the campaign asked for delivery receipts (``--callback``)
+    receipts_requested: bool = True
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def status(self) -> str:
+        """The campaign's state for people: ``waiting`` when a finished run left rows pending."""
+        if self.campaign.status == "finished" and self.counts.get(Status.PENDING.value):
+            return WAITING
+        return self.campaign.status
+
+    @property
+    def receipts_shown(self) -> bool:
+        """Whether delivery figures mean anything: receipts asked for, or statuses recorded
+        (``track`` asks the gateway without callbacks)."""
+        return self.receipts_requested or self.has_delivery
 
     @property
     def has_delivery(self) -> bool:
@@ -97,16 +122,27 @@ class CampaignReport:
         return {
             "campaign": c.name,
             "source": c.source,
-            "status": c.status,
+            "status": self.status,
             "created_at": _iso(c.created_at),
             "started_at": _iso(c.started_at),
             "finished_at": _iso(c.finished_at),
             "recipients": self.total,
             "counts": self.counts,
             "parts": self.parts,
+            "credits": {
+                "spent": self.credits_spent,
+                "to_spend": self.credits_to_spend,
+                "unknown": self.credits_unknown,
+            },
             "errors": [
-                {"error_code": code, "error_description": desc, "recipients": n}
-                for code, desc, n in self.errors
+                {
+                    "stage": STAGES[state],
+                    "status": state.value,
+                    "error_code": code,
+                    "error_description": desc,
+                    "recipients": n,
+                }
+                for state, code, desc, n in self.errors
             ],
             "delivery": self._delivery_dict(),
         }
@@ -115,13 +151,18 @@ class CampaignReport:
         d = self.delivery
         if d is None:
             return None
+        if not self.receipts_shown:
+            return {"receipts_requested": False, "accepted": d.accepted, "note": NO_RECEIPTS}
         return {
+            "receipts_requested": self.receipts_requested,
             "accepted": d.accepted,
             "delivered": d.delivered,
             "failed": d.undelivered,
             "in_progress": d.in_progress,
             "unknown": d.no_report,
-            "delivery_rate": None if d.delivery_rate is None else round(d.delivery_rate, 6),
+            "delivery_rate": None
+            if d.delivery_rate is None or not self.has_delivery
+            else round(d.delivery_rate, 6),
             "cost": {"credits": round(d.charge, 4), "messages_charged": d.charged},
             "statuses": [
                 {"status": code, "name": statuses.name_of(code), "recipients": n}
@@ -158,6 +199,10 @@ def build(store: Store, name: str) -> CampaignReport:
     deliveries = DeliveryStore(store)
     received = deliveries.status_counts(campaign.id)
     return CampaignReport(
+        credits_spent=census.credits_spent,
+        credits_to_spend=census.credits_to_spend,
+        credits_unknown=census.credits_unknown,
+        receipts_requested=bool(campaign.options.get("callback")),
         campaign=campaign,
         counts={str(k): v for k, v in census.counts.items() if v},
         parts=census.parts,
@@ -173,7 +218,7 @@ def build(store: Store, name: str) -> CampaignReport:
 def render_table(report: CampaignReport) -> str:
     """A short text summary, as printed at the end of a run and by ``batch-sender report``."""
     c = report.campaign
-    lines = [f"campaign {c.name}  ({c.status}; source: {c.source})"]
+    lines = [f"campaign {c.name}  ({report.status}; source: {c.source})"]
     order = [s.value for s in Status]
     width = max((len(s) for s in report.counts), default=6)
     for status in sorted(report.counts, key=lambda s: order.index(s) if s in order else 99):
@@ -181,14 +226,29 @@ def render_table(report: CampaignReport) -> str:
         share = 100.0 * n / report.total if report.total else 0.0
         lines.append(f"  {status:<{width}}  {n:>9,}  {share:5.1f}%")
     lines.append(f"  {'total':<{width}}  {report.total:>9,}")
-    lines.append(f"  message parts (credits at 1 per part): {report.parts:,}")
-    if report.errors:
-        lines.append("  errors:")
-        for code, desc, n in report.errors[:TOP_ERRORS]:
-            lines.append(f"    {code or '-':>4}  {n:>9,}  {desc or ''}")
+    lines.append(f"  credits (1 per message part): {_credits(report)}")
+    for state, heading in (
+        (Status.REJECTED, "rejected at staging"),
+        (Status.FAILED, "refused by the gateway"),
+    ):
+        errors = [e for e in report.errors if e[0] is state]
+        if errors:
+            lines.append(f"  {heading}:")
+            for _, code, desc, n in errors[:TOP_ERRORS]:
+                lines.append(f"    {code or '-':>4}  {n:>9,}  {desc or ''}")
     if report.has_delivery and report.delivery is not None:
         lines.extend(_delivery_lines(report, report.delivery))
+    elif not report.receipts_shown:
+        lines.append(f"  delivery: {NO_RECEIPTS} (--callback)")
     return "\n".join(lines)
+
+
+def _credits(report: CampaignReport) -> str:
+    """``1,990 spent, 1,848 still to spend``: what the campaign cost and what it will cost."""
+    text = f"{report.credits_spent:,} spent, {report.credits_to_spend:,} still to spend"
+    if report.credits_unknown:
+        text += f", {report.credits_unknown:,} unknown (answer lost: perhaps charged)"
+    return text
 
 
 def _delivery_lines(report: CampaignReport, d: DeliveryCounts) -> list[str]:
@@ -405,19 +465,42 @@ def render_html(report: CampaignReport, *, now: datetime | None = None) -> str:
     c = report.campaign
     d = report.delivery
     cards = [_card("recipients", "recipients", f"{report.total:,}", report.total)]
-    if d is not None:
-        rate = "-" if d.delivery_rate is None else f"{100 * d.delivery_rate:.1f}%"
-        raw_rate = "" if d.delivery_rate is None else f"{d.delivery_rate:.6f}"
+    if d is not None and not report.receipts_shown:
+        cards += [
+            _card("accepted", "accepted", f"{d.accepted:,}", d.accepted),
+            _card("delivery", "delivery", NO_RECEIPTS, "not-requested"),
+        ]
+    elif d is not None:
+        known = report.has_delivery and d.delivery_rate is not None
+        rate = f"{100 * d.delivery_rate:.1f}%" if known and d.delivery_rate is not None else "-"
+        raw_rate = f"{d.delivery_rate:.6f}" if known and d.delivery_rate is not None else ""
         cards += [
             _card("accepted", "accepted", f"{d.accepted:,}", d.accepted),
             _card("delivered", "delivered", f"{d.delivered:,}", d.delivered, "ok"),
             _card("failed", "failed", f"{d.undelivered:,}", d.undelivered, "bad"),
             _card("in-progress", "in progress", f"{d.in_progress:,}", d.in_progress),
             _card("unknown", "unknown", f"{d.no_report:,}", d.no_report),
-            _card("delivery-rate", "delivery rate", rate, raw_rate, "ok"),
+            _card("delivery-rate", "delivery rate", rate, raw_rate, "ok" if known else ""),
             _card("cost", "cost (credits)", f"{d.charge:,.2f}", f"{d.charge:.4f}"),
         ]
-    cards.append(_card("parts", "message parts", f"{report.parts:,}", report.parts))
+    cards += [
+        _card("credits-spent", "credits spent", f"{report.credits_spent:,}", report.credits_spent),
+        _card(
+            "credits-to-spend",
+            "credits still to spend",
+            f"{report.credits_to_spend:,}",
+            report.credits_to_spend,
+        ),
+    ]
+    if report.credits_unknown:
+        cards.append(
+            _card(
+                "credits-unknown",
+                "credits unknown",
+                f"{report.credits_unknown:,}",
+                report.credits_unknown,
+            )
+        )
     order = [s.value for s in Status]
     status_rows = [
         (status, report.counts[status])
@@ -438,7 +521,9 @@ def render_html(report: CampaignReport, *, now: datetime | None = None) -> str:
         else '<p class="empty">No delivery status recorded yet.</p>',
         "<h2>Errors</h2>",
     ]
-    error_rows = [("send", code or "-", desc or "", n) for code, desc, n in report.errors]
+    error_rows = [
+        (STAGES[state], code or "-", desc or "", n) for state, code, desc, n in report.errors
+    ]
     error_rows += [("delivery", code, name, n) for code, name, n in report.delivery_errors]
     sections.append(
         _rows_table("errors", ("stage", "code", "description", "recipients"), error_rows)
@@ -471,14 +556,16 @@ def render_html(report: CampaignReport, *, now: datetime | None = None) -> str:
         f"<title>Campaign {_e(c.name)} - batch-sender report</title>"
         f"<style>{_CSS}</style></head><body>"
         f'<h1 id="campaign">{_e(c.name)}</h1>'
-        f'<p class="meta">{_e(c.status)} &middot; source {_e(c.source)} &middot; created '
+        f'<p class="meta"><span id="status">{_e(report.status)}</span> &middot; '
+        f"source {_e(c.source)} &middot; created "
         f"{_e(_when(c.created_at))} &middot; started {_e(_when(c.started_at))} &middot; "
         f"finished {_e(_when(c.finished_at))}</p>"
         f'<dl class="cards">{"".join(cards)}</dl>'
         + "".join(sections)
         + f"<footer>batch-sender report, generated {_e(generated)}. Delivered = status 004; "
         "failed = a final error status; unknown = accepted, no delivery status yet. Cost is "
-        "the sum of the charges the delivery receipts reported.</footer>"
+        "the sum of the charges the delivery receipts reported. Credits spent = message parts "
+        "the gateway accepted; still to spend = parts of rows not sent yet.</footer>"
         "</body></html>\n"
     )
 

@@ -1,4 +1,4 @@
-"""The recipient state machine: the values are the strings stored in the database.
+"""The state machines of a recipient and of a campaign: the values are the strings stored.
 
 ::
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["FINAL", "STAGED_ONLY", "Status"]
+__all__ = ["ENDED", "FINAL", "STAGED_ONLY", "CampaignStatus", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -44,3 +44,22 @@ FINAL = frozenset(
 )
 #: States set at staging for rows that are never sent.
 STAGED_ONLY = frozenset({Status.REJECTED, Status.DUPLICATE, Status.SUPPRESSED})
+
+
+class CampaignStatus(enum.StrEnum):
+    """A campaign's lifecycle: ``staging → ready → running → finished | stopped | interrupted``.
+
+    ``stopped`` (the gateway stopped the run: credit, auth) and ``interrupted`` (a signal) are
+    resumable: the next run of the campaign goes on from where it was.
+    """
+
+    STAGING = "staging"  # its rows are being written
+    READY = "ready"  # every row staged, nothing sent yet
+    RUNNING = "running"  # a run is sending
+    FINISHED = "finished"  # every row final (or waiting for a later window)
+    STOPPED = "stopped"  # the gateway stopped the run (credit, auth): resumable
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM: resumable
+
+
+#: Campaign statuses a run ends in.
+ENDED = frozenset({CampaignStatus.FINISHED, CampaignStatus.STOPPED, CampaignStatus.INTERRUPTED})

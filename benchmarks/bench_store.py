@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 
 from batch_sender.states import Status
 from batch_sender.store import Outcome, StagedRow, Store
-from batch_sender.store import queries as store_queries
+from batch_sender.store import outcomes as store_outcomes
 from batch_sender.store.tables import recipients
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -190,12 +190,12 @@ def bench_pg_insert_methods(count: int) -> None:
 
 def bench_synchronous_record(count: int, chunk_size: int) -> None:
     """claim+record on PostgreSQL with ``record()`` committing synchronously, for comparison."""
-    asynchronous = store_queries._asynchronous_commit
-    store_queries._asynchronous_commit = lambda conn: None  # every commit waits for its flush
+    asynchronous = store_outcomes._asynchronous_commit
+    store_outcomes._asynchronous_commit = lambda conn: None  # every commit waits for its flush
     try:
         bench("postgresql", count, chunk_size, label=" sync")
     finally:
-        store_queries._asynchronous_commit = asynchronous
+        store_outcomes._asynchronous_commit = asynchronous
 
 
 CREDENTIALS = {"CLICKATELL_API_ID": "123456", "CLICKATELL_USER": "u", "CLICKATELL_PASSWORD": "p"}

@@ -1,16 +1,23 @@
-"""Write sample_data/campaign.csv: a deterministic demo campaign with the mess real exports have.
+"""Write the sample campaign: a deterministic demo campaign with the mess real exports have.
 
-Every number is in a range kept out of real use, so the demo can never text a real person: South
-African ``27 99 9xx xxxx`` (the range of Clickatell's own documentation examples, unallocated) and
-the UK's ``+44 7700 900xxx`` (reserved by Ofcom for drama). ``--strict-numbers`` therefore rejects
-them all; without it they pass as given, as the documentation's test numbers must.
+The numbers are **valid** South African mobile numbers (phonenumbers' ZA mobile ranges: 06x,
+07x, 081–084), so the number rules accept them as an operator's file would be accepted, and a
+few UK ones in Ofcom's drama range (``+44 7700 900xxx``, sent as given: plain international
+digits). Valid numbers may belong to real people: the sample is for the simulator
+(``batch-sender demo``, ``run --simulator``), never for a real gateway account.
 
-The mix, in rows of 3,000: numbers written as ``27999…``, ``+27 99 9…``, national ``099 9…``
+The mix, in rows of 3,000: numbers written as ``2782…``, ``+27 82 …``, national ``082 …``
 (needs ``--country ZA``), ``0027…`` and a few UK ones; ~2% unusable (letters, too short, too long,
-empty); ~2% duplicates of an earlier number written another way; ~1% names outside the GSM
-alphabet (forcing UCS-2); names with commas and quotes (quoted fields); amounts for ``{amount}``.
+empty, a UK national number in this ZA file); ~2% duplicates of an earlier number written another
+way; ~1% names outside the GSM alphabet (forcing UCS-2); names with commas and quotes (quoted
+fields); amounts for ``{amount}``.
+
+The output is a function of ``--rows`` and ``--seed`` alone (one seeded ``random.Random``, no
+set or dict order, ``\n`` line ends): the shipped file is what this writes with the defaults, and
+``tests/test_sample.py`` checks it byte for byte.
 
 Usage: ``python sample_data/make_campaign.py [--rows 3000] [--seed 2799] [--out FILE]``
+(default output: ``batch_sender/sample/campaign.csv``, which ``sample_data/campaign.csv`` links to)
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 DEFAULT_ROWS = 3000
 DEFAULT_SEED = 2799
 HERE = Path(__file__).resolve().parent
+SAMPLE = HERE.parent / "batch_sender" / "sample" / "campaign.csv"  # shipped in the wheel
 
 FIRST_NAMES = [
     "Thabo", "Lerato", "Sipho", "Naledi", "Johan", "Anika", "Pieter", "Zanele", "Ayanda",
@@ -46,7 +54,16 @@ CITIES = [
     "East London", "Polokwane", "Mbombela", "Kimberley", "Soweto", "Stellenbosch",
     "Pietermaritzburg",
 ]  # fmt: skip
-INVALID_NUMBERS = ["27abc123456", "2799", "", "n/a", "+27 99 9xx 1234", "279990012345678901", "-"]
+# Unusable in a ZA file: letters, too short, too long, empty, and a UK national number (valid in
+# the UK, not as a ZA national number: "not a valid number of ZA (read as a national number)").
+INVALID_NUMBERS = [
+    "27abc123456", "2782", "", "n/a", "+27 82 1xx 1234", "278210012345678901", "-",
+    "07700 900124",
+]  # fmt: skip
+# First two national digits of phonenumbers' ZA mobile ranges; seven random digits follow.
+MOBILE_PREFIXES = [
+    "60", "61", "62", "63", "71", "72", "73", "74", "76", "78", "79", "81", "82", "83", "84",
+]  # fmt: skip
 
 
 def formats(subscriber: str) -> list[str]:
@@ -60,6 +77,11 @@ def formats(subscriber: str) -> list[str]:
         f"+27{s}",
         f"0{s}",
     ]
+
+
+def _mobile(rng: random.Random) -> str:
+    """A ZA mobile number's 9 national digits (valid for phonenumbers)."""
+    return f"{rng.choice(MOBILE_PREFIXES)}{rng.randrange(10_000_000):07d}"
 
 
 def rows(count: int, seed: int) -> Iterator[list[str]]:
@@ -77,9 +99,9 @@ def rows(count: int, seed: int) -> Iterator[list[str]]:
         elif roll < 0.07:
             number = f"+44 7700 900{rng.randrange(1000):03d}"
         else:
-            subscriber = f"999{rng.randrange(1_000_000):06d}"
+            subscriber = _mobile(rng)
             while subscriber in used:
-                subscriber = f"999{rng.randrange(1_000_000):06d}"
+                subscriber = _mobile(rng)
             used.add(subscriber)
             earlier.append(subscriber)
             number = rng.choices(formats(subscriber), weights)[0]
@@ -106,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="data rows to write")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
-    parser.add_argument("--out", type=Path, default=HERE / "campaign.csv", help="output file")
+    parser.add_argument("--out", type=Path, default=SAMPLE, help="output file")
     args = parser.parse_args(argv)
     write(args.out, args.rows, args.seed)
     print(f"wrote {args.rows} rows to {args.out}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from batch_sender import settings_file
-from batch_sender.cli import admin, common, delivery, operators, run
+from batch_sender.cli import admin, common, delivery, demo, operators, run
 
 __all__ = ["cli", "main"]
 
@@ -41,7 +41,8 @@ def cli(
 
     \b
     Quick start (no account needed, uses the built-in simulator):
-      batch-sender run sample_data/campaign.csv --text "Hi {name}" --country ZA --simulator
+      batch-sender demo                 (the shipped sample, sent to the simulator)
+      batch-sender run campaign.csv --text "Hi {name}" --country ZA --simulator
 
     Environment: BATCH_SENDER_DB (SQLAlchemy URL, default sqlite:///batch_sender.db),
     BATCH_SENDER_GATEWAY_URL, CLICKATELL_API_ID, CLICKATELL_USER, CLICKATELL_PASSWORD.
@@ -56,6 +57,7 @@ def cli(
 
 
 cli.add_command(run.run)
+cli.add_command(demo.demo)
 cli.add_command(admin.report)
 cli.add_command(admin.reconcile)
 cli.add_command(admin.simulator)

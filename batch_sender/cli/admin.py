@@ -72,15 +72,46 @@ def report(name: str | None, fmt: str, output: Any, html_file: Path | None, db_u
 @click.command()
 @click.argument("name")
 @click.option("--resend-unknown", is_flag=True, hidden=True)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a run's claims stay its own without a heartbeat (as `run --lease`): rows "
+    "claimed by a run that is alive, or whose lease has not lapsed, are left to it.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Settle 'sending' rows even if their run still holds them. Only when you know that no "
+    "run of this campaign is alive anywhere (it would send them anyway: twice).",
+)
+@click.option(
+    "--max-processing",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds the gateway may hold a request before accepting it: 'never seen' (ERR 104) "
+    "sends rows back to pending only this long after their request can have left (waited for).",
+)
 @gateway_url_option
 @db_option
-def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) -> None:
+def reconcile(
+    name: str,
+    resend_unknown: bool,
+    lease: float,
+    force: bool,
+    max_processing: float,
+    gateway_url: str,
+    db_url: str,
+) -> None:
     """Settle 'sending' and 'unknown' recipients of a campaign by asking the gateway (querymsg).
 
-    Rows the gateway never accepted go back to 'pending' (the next run sends them); rows it
-    accepted become 'sent'.
+    Rows the gateway never accepted go back to 'pending' (the next run sends them), once their
+    request can no longer land (--max-processing); a one-number request it accepted becomes
+    'sent'. Rows a live run holds are left alone unless --force.
     """
-    from batch_sender import settle
+    from batch_sender.send import settle
     from batch_sender.states import Status
     from batch_sender.store import Store
 
@@ -90,17 +121,49 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
             raise InputError(f"no campaign named {name!r}")
         with campaign.open_client(gateway_settings(gateway_url), max_connections=1) as client:
             stats = settle.settle(
-                store, client, camp.id, statuses=(Status.SENDING, Status.UNKNOWN), lease=0.0
+                store,
+                client,
+                camp.id,
+                statuses=(Status.SENDING, Status.UNKNOWN),
+                lease=lease,
+                force=force,
+                max_processing=max_processing,
             )
+        held = store.census(camp.id).counts[Status.SENDING]
         click.echo(
             f"asked about {stats.requests} requests: {stats.sent} sent, "
             f"{stats.requeued} back to pending, {stats.unknown} still unknown"
+            + (f"; {held} rows still held by a live run (--force to settle them)" if held else "")
         )
 
 
-@click.command()
+def _pairs(values: tuple[str, ...], option: str, what: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise click.BadParameter(f"{value!r}: expected {what}", param_hint=option)
+        out.append((key, item))
+    return out
+
+
+_FAULT_HELP = (
+    "http_503, http_500, soap_fault, err_901 (nothing accepted); drop_before (closed "
+    "unanswered, nothing accepted); drop_after, http_502_after, http_504_after (accepted, then "
+    "the connection closes or a proxy's error page); slow (accepted at once, answered "
+    "--slow-seconds late); slow_accept (held --slow-seconds before it is accepted: querymsg "
+    "answers 104 meanwhile, even if the client has given up); short_error (one ERR for the "
+    "first number only, nothing accepted); short_accept (all accepted, only the first number "
+    "answered); bad_ids (accepted, IDs not 32 hex); throttle (ERR 130 for --throttle-seconds); "
+    "expire_sessions."
+)
+
+
+@click.command(epilog="Fault kinds (--fault, --inject): " + _FAULT_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8099, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--port", default=8099, show_default=True, type=int, help="Port to listen on (0: any free)."
+)
 @click.option(
     "--api-id",
     envvar="CLICKATELL_API_ID",
@@ -136,32 +199,69 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
 @click.option("--credits", type=float, default=1e9, show_default=True, help="Account balance.")
 @click.option("--max-mps", type=float, help="Messages per second before ERR 130.")
 @click.option(
+    "--session-ttl",
+    type=click.FloatRange(min=0),
+    default=900.0,
+    show_default=True,
+    help="Seconds of inactivity before a session expires (ERR 003).",
+)
+@click.option(
+    "--number-error",
+    "number_errors",
+    multiple=True,
+    metavar="NUMBER=CODE",
+    help="Answer ERR CODE for this number or number prefix (e.g. 27999=105). Repeatable.",
+)
+@click.option(
+    "--unroutable",
+    multiple=True,
+    metavar="PREFIX",
+    help="Answer ERR 114 for numbers with this prefix. Repeatable.",
+)
+@click.option(
     "--error-rate-5xx",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of sendmsg requests answered HTTP 503.",
+    help="Share of sendmsg requests answered HTTP 503 (same as --fault http_503=RATE).",
 )
 @click.option(
     "--drop-rate",
     type=click.FloatRange(0, 1),
     default=0.0,
-    help="Share of sendmsg requests whose connection is dropped after acceptance.",
+    help="Share of sendmsg requests whose connection is dropped after acceptance "
+    "(same as --fault drop_after=RATE).",
 )
 @click.option(
     "--fault",
     "faults",
     multiple=True,
     metavar="KIND=RATE",
-    help=(
-        "Inject a fault into this share (0-1) of sendmsg requests; repeatable. Kinds: "
-        "http_503, http_500, soap_fault, err_901 (nothing accepted); drop_before (closed "
-        "unanswered, nothing accepted); drop_after, http_502_after, http_504_after (accepted, "
-        "then the connection closes or a proxy error page); slow (accepted, answered late); "
-        "short_error (one ERR for the first number only, nothing accepted); short_accept "
-        "(all accepted, only the first number answered); bad_ids (accepted, IDs not 32 hex); "
-        "throttle (ERR 130); expire_sessions."
-    ),
+    help="Inject fault KIND into this share (0-1) of sendmsg requests, drawn from --seed; "
+    "repeatable. Kinds: see below.",
 )
+@click.option(
+    "--inject",
+    "scripted",
+    multiple=True,
+    metavar="KIND=COUNT",
+    help="Apply fault KIND to the next COUNT sendmsg requests, in order, before any random "
+    "fault (e.g. --inject slow_accept=2: the first two requests are accepted late). Repeatable.",
+)
+@click.option(
+    "--slow-seconds",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="How late `slow` answers, and how long `slow_accept` holds a request.",
+)
+@click.option(
+    "--throttle-seconds",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="How long a `throttle` fault answers ERR 130.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random faults.")
 @click.option("--callback-url", help="Post delivery callbacks here (msg_callback > 0).")
 @click.option(
     "--echo-secrets",
@@ -169,6 +269,11 @@ def reconcile(name: str, resend_unknown: bool, gateway_url: str, db_url: str) ->
     multiple=True,
     help="Behave like a careless gateway: echo the session ID in sendmsg error descriptions "
     "(session), user/password in ERR 001 (password). Repeatable.",
+)
+@click.option(
+    "--no-keep-messages",
+    is_flag=True,
+    help="Do not keep accepted messages in memory (long benchmarks; querymsg then knows none).",
 )
 def simulator(
     host: str,
@@ -180,13 +285,24 @@ def simulator(
     record: Path | None,
     credits: float,
     max_mps: float | None,
+    session_ttl: float,
+    number_errors: tuple[str, ...],
+    unroutable: tuple[str, ...],
     error_rate_5xx: float,
     drop_rate: float,
     faults: tuple[str, ...],
+    scripted: tuple[str, ...],
+    slow_seconds: float,
+    throttle_seconds: float,
+    seed: int,
     callback_url: str | None,
     echo_secrets: tuple[str, ...],
+    no_keep_messages: bool,
 ) -> None:
     """Run the Clickatell SOAP gateway simulator (document/literal) until interrupted.
+
+    Every gateway behaviour the tests use can be set from here (``python -m
+    batch_sender.simulator`` is this same command).
 
     \b
     Example:
@@ -194,41 +310,59 @@ def simulator(
       BATCH_SENDER_GATEWAY_URL=http://127.0.0.1:8099/soap/document_literal/webservice \\
       CLICKATELL_API_ID=123456 CLICKATELL_USER=MyUserName CLICKATELL_PASSWORD=MyPassword \\
           batch-sender run campaign.csv --text "Hello"
+      batch-sender simulator --inject slow_accept=1 --slow-seconds 5   # a slow gateway
     """
-    from batch_sender.simulator import SimulatorConfig, serve
+    from batch_sender.simulator import Simulator, SimulatorConfig
     from batch_sender.simulator.config import FAULT_KINDS
+    from batch_sender.simulator.server import serve
 
+    kinds = ", ".join(sorted(FAULT_KINDS))
     fault_rates = {"http_503": error_rate_5xx, "drop_after": drop_rate}
-    for fault in faults:
-        kind, _, rate = fault.partition("=")
+    for kind, rate in _pairs(faults, "--fault", "KIND=RATE"):
         try:
             share = float(rate)
         except ValueError:
             share = -1.0
         if kind not in FAULT_KINDS or not 0.0 <= share <= 1.0:
             raise click.BadParameter(
-                f"{fault!r}: expected KIND=RATE, RATE in 0-1, KIND one of "
-                f"{', '.join(sorted(FAULT_KINDS))}",
+                f"{kind}={rate}: expected KIND=RATE, RATE in 0-1, KIND one of {kinds}",
                 param_hint="--fault",
             )
         fault_rates[kind] = share
-
-    serve(
-        SimulatorConfig(
-            host=host,
-            port=port,
-            api_id=api_id,
-            user=user,
-            password=password,
-            latency_ms=latency_ms,
-            record=record,
-            credits=credits,
-            max_mps=max_mps,
-            fault_rates=fault_rates,
-            callback_url=callback_url,
-            echo_secrets=frozenset(echo_secrets),
-        )
+    script = []
+    for kind, count in _pairs(scripted, "--inject", "KIND=COUNT"):
+        if kind not in FAULT_KINDS or not count.isdigit():
+            raise click.BadParameter(
+                f"{kind}={count}: expected KIND=COUNT, KIND one of {kinds}", param_hint="--inject"
+            )
+        script.append((kind, int(count)))
+    config = SimulatorConfig(
+        host=host,
+        port=port,
+        api_id=api_id,
+        user=user,
+        password=password,
+        latency_ms=latency_ms,
+        record=record,
+        credits=credits,
+        max_mps=max_mps,
+        session_ttl=session_ttl,
+        number_errors=dict(_pairs(number_errors, "--number-error", "NUMBER=CODE")),
+        unroutable_prefixes=unroutable,
+        fault_rates={k: v for k, v in fault_rates.items() if v},
+        slow_seconds=slow_seconds,
+        throttle_seconds=throttle_seconds,
+        seed=seed,
+        callback_url=callback_url,
+        echo_secrets=frozenset(echo_secrets),
+        keep_messages=not no_keep_messages,
     )
+
+    def prepare(sim: Simulator) -> None:
+        for kind, count in script:
+            sim.inject(kind, count)
+
+    serve(config, prepare=prepare)
 
 
 @click.group()

@@ -37,11 +37,13 @@ from batch_sender.config import (
     DEFAULT_MAX_WAIT,
     MAX_CHUNK_SIZE,
     PARAM_NAMES,
+    PARAM_RULES,
     SEND_PROCESS_MIN_ROWS,
     SEND_PROCESS_MODES,
     GatewaySettings,
     MessageOptions,
     RunSettings,
+    check_param,
 )
 from batch_sender.errors import (
     EXIT_GATEWAY_STOP,
@@ -50,7 +52,8 @@ from batch_sender.errors import (
     InputError,
     StoreError,
 )
-from batch_sender.sender import SendProgress
+from batch_sender.send import scaleout, settle
+from batch_sender.send.coordinator import SendProgress
 
 log = logging.getLogger("batch_sender")
 
@@ -85,12 +88,10 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for item in values:
         key, sep, value = item.partition("=")
-        if not sep or key not in PARAM_NAMES:
-            raise click.BadParameter(
-                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(PARAM_NAMES))}",
-                param_hint="--param",
-            )
-        out.append((key, value))
+        why = "expected KEY=VALUE" if not sep else check_param(key, value)
+        if why is not None:
+            raise click.BadParameter(f"{item!r}: {why}", param_hint="--param")
+        out.append((key, value.strip()))
     return tuple(out)
 
 
@@ -110,8 +111,15 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 )
 @click.option(
     "--name",
-    help="Campaign name. Default: <source file stem>-<YYYY-MM-DD>, so a "
-    "second run the same day resumes instead of sending again.",
+    help="Campaign name. Default: an existing campaign with the same source (content), text "
+    "and options, which is resumed (on any day, in any time zone); else "
+    "<source file stem>-<YYYY-MM-DD>.",
+)
+@click.option(
+    "--new-campaign",
+    is_flag=True,
+    help="Send as a new campaign even if an existing one has the same source, text and options "
+    "(without it, such a campaign is resumed: nothing it sent is sent again). Not with --name.",
 )
 @click.option(
     "--from",
@@ -135,7 +143,9 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     "params",
     multiple=True,
     metavar="KEY=VALUE",
-    help=f"Another sendmsg parameter ({', '.join(sorted(PARAM_NAMES))}). Repeatable.",
+    help="Another sendmsg parameter, checked before anything is staged: "
+    + "; ".join(f"{k} ({PARAM_RULES[k][2]})" for k in sorted(PARAM_NAMES))
+    + ". Repeatable.",
 )
 @click.option("--country", help="Default region for national-format numbers (ISO code, e.g. ZA).")
 @click.option(
@@ -216,9 +226,18 @@ def _params(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option(
     "--lease",
     type=click.FloatRange(min=1),
-    default=campaign.DEFAULT_LEASE,
+    default=scaleout.DEFAULT_LEASE,
     show_default=True,
     help="Seconds a worker's claims survive without its heartbeat; then others settle them.",
+)
+@click.option(
+    "--max-processing",
+    type=click.FloatRange(min=0),
+    default=settle.DEFAULT_MAX_PROCESSING,
+    show_default=True,
+    help="Seconds the gateway may hold a request before accepting it (default: the default "
+    "--read-timeout). Settling an earlier run's requests trusts 'never seen' (ERR 104) only "
+    "once this long has passed since they can have left, and waits for it.",
 )
 @click.option(
     "--resend-unknown",
@@ -291,6 +310,7 @@ def run(
     source_db: str | None,
     text: str | None,
     name: str | None,
+    new_campaign: bool,
     sender: str | None,
     flash: bool,
     unicode: bool | None,
@@ -314,6 +334,7 @@ def run(
     dry_run: bool,
     as_json: bool,
     lease: float,
+    max_processing: float,
     resend_unknown: bool,
     allow_partial: bool,
     window: str | None,
@@ -352,11 +373,14 @@ def run(
         with errors():
             controls = _controls(window=window, tz=tz, not_after=not_after)
             extra_params = _schedule(at_time, validity, params, controls.zone)
+            auto_name = name is None and sql is None and sql_file is None
             source, name = _open_source(
                 source_file, sql, sql_file, source_db, name, to_column, delimiter
             )
             if binary and unicode:
                 raise InputError("--binary and --unicode do not go together")
+            if new_campaign and not auto_name:
+                raise InputError("--new-campaign is for a CSV run without --name")
             settings = RunSettings(
                 name=name,
                 text=text,
@@ -396,6 +420,8 @@ def run(
                     as_json=as_json,
                     lease=lease,
                     controls=controls,
+                    max_processing=max_processing,
+                    naming="new" if new_campaign else "find" if auto_name else None,
                 )
         code = EXIT_OK_CODE if result is None else result.exit_code
     except click.ClickException as exc:
@@ -474,9 +500,12 @@ def _send(
     *,
     simulator: bool,
     as_json: bool,
-    lease: float = campaign.DEFAULT_LEASE,
+    lease: float = scaleout.DEFAULT_LEASE,
     controls: _Controls | None = None,
+    max_processing: float = settle.DEFAULT_MAX_PROCESSING,
+    naming: str | None = None,
 ) -> campaign.RunResult:
+    """``naming``: "find" the campaign by its content, make a "new" one, or None (--name)."""
     from batch_sender.prepare import Preparer
     from batch_sender.store import Store
 
@@ -496,6 +525,9 @@ def _send(
             )
             log.info("sending to the built-in simulator at %s", sim.url)
         store = stack.enter_context(Store.open(db_url))
+        if naming is not None:
+            chosen = campaign.choose_name(store, source, settings, new=naming == "new")
+            settings = dataclasses.replace(settings, name=chosen)
         if controls is not None:
             store.before_claim = controls.gate(store)
         client = stack.enter_context(
@@ -514,6 +546,7 @@ def _send(
             progress=display.update,
             on_staged=display.staged,
             lease=lease,
+            max_processing=max_processing,
         )
         display.close()
         if as_json:

@@ -46,8 +46,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from batch_sender.delivery import statuses
 from batch_sender.errors import StoreError
+from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
 
 __all__ = [

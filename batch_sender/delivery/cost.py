@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from batch_sender.errors import GatewayError, RunStopped
 from batch_sender.gateway import GatewayClient
+from batch_sender.store.records import PREFIX_DIGITS, PrefixTally
 
 __all__ = [
     "FALLBACK_CREDITS_PER_PART",
@@ -32,28 +33,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PREFIX_DIGITS = 5  # digits of a number that select its route and price (country + network)
 FALLBACK_CREDITS_PER_PART = 1.0  # credits per part when routecoverage cannot tell
-
-
-@dataclass(slots=True)
-class PrefixTally:
-    """Message parts per number prefix, with one real number of each prefix to ask about.
-
-    Fill it while preparing recipients (``add(msisdn, parts)``); memory grows with the number of
-    distinct prefixes, not of recipients.
-    """
-
-    digits: int = PREFIX_DIGITS
-    parts: dict[str, int] = field(default_factory=dict)
-    recipients: dict[str, int] = field(default_factory=dict)
-    sample: dict[str, str] = field(default_factory=dict)
-
-    def add(self, msisdn: str, parts: int) -> None:
-        prefix = msisdn[: self.digits]
-        self.parts[prefix] = self.parts.get(prefix, 0) + parts
-        self.recipients[prefix] = self.recipients.get(prefix, 0) + 1
-        self.sample.setdefault(prefix, msisdn)
 
 
 @dataclass(frozen=True, slots=True)

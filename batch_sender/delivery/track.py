@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from batch_sender.delivery import statuses
 from batch_sender.errors import GatewayError, RequestRejected, RunStopped
 from batch_sender.gateway import GatewayClient
-from batch_sender.ratelimit import RateLimiter
+from batch_sender.gateway import delivery_codes as statuses
+from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
 
 __all__ = ["DEFAULT_RATE", "QUERY_WINDOW", "TrackStats", "track"]

@@ -1,6 +1,6 @@
 """The gateway layer: Clickatell's SOAP wire format (``wire``) and the HTTP client (``client``).
 
-One SOAP call in, one typed result out, no retries: policy lives in ``batch_sender.sender``.
+One SOAP call in, one typed result out, no retries: policy lives in ``batch_sender.send.policy``.
 """
 
 from __future__ import annotations

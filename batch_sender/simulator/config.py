@@ -29,6 +29,7 @@ FAULT_KINDS = frozenset(
         "drop_after",  # accept and record the messages, then close without answering
         "err_901",  # ERR: 901, nothing accepted
         "slow",  # accept, then answer after `seconds` (kw: seconds)
+        "slow_accept",  # hold the request `seconds` (querymsg: 104), then accept and answer
         "expire_sessions",  # every session expires now, before the request is handled
         "throttle",  # ERR 130 for every sendmsg until now + `seconds` (kw: seconds)
         "soap_fault",  # a SOAP-ENV:Server fault, HTTP 500; nothing accepted

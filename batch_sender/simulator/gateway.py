@@ -94,7 +94,7 @@ _NUMERIC_SENDER: Final = re.compile(r"[0-9]{1,16}")
 class Reply:
     """One HTTP answer, or an instruction to drop the connection, possibly after a delay."""
 
-    __slots__ = ("body", "content_type", "delay", "drop", "headers", "status")
+    __slots__ = ("body", "content_type", "delay", "drop", "headers", "later", "status")
 
     def __init__(
         self,
@@ -105,7 +105,11 @@ class Reply:
         headers: tuple[tuple[bytes, bytes], ...] = (),
         delay: float = 0.0,
         drop: bool = False,
+        later: Callable[[], Reply] | None = None,
     ) -> None:
+        """``later``: after ``delay``, call it for the real answer (the gateway acts then, even
+        when the client has gone meanwhile: slow acceptance)."""
+        self.later = later
         self.status = status
         self.body = body
         self.content_type = content_type
@@ -435,6 +439,11 @@ class Gateway:
                 self._throttled_until = max(self._throttled_until, now + seconds)
             elif kind == "slow":
                 delay = float(opts.get("seconds", self.config.slow_seconds))
+            elif kind == "slow_accept":
+                # the request sits in the gateway for `seconds` before it is accepted: a
+                # querymsg meanwhile answers 104, although the messages will go out
+                hold = float(opts.get("seconds", self.config.slow_seconds))
+                return Reply(delay=hold, later=lambda: self._sendmsg_answer(op, time.time(), None))
             elif kind == "drop_after":
                 drop = True
             elif kind == "short_error":
@@ -442,6 +451,12 @@ class Gateway:
                 err = f"ERR: {code}, {DESCRIPTIONS.get(code, 'Error')}"
                 first = f" To: {soap.xml_text(op.to[0])}" if op.to and len(op.to) > 1 else ""
                 return Reply(200, soap.response_body("sendmsg", [err + first]))
+        reply = self._sendmsg_answer(op, now, fault)
+        reply.delay, reply.drop = delay, drop
+        return reply
+
+    def _sendmsg_answer(self, op: soap.Operation, now: float, fault: _Fault | None) -> Reply:
+        """Accept what can be accepted and answer it (or what ``fault`` makes of the answer)."""
         try:
             returns = self._accept(op, now)
         except _Reject as reject:
@@ -454,7 +469,6 @@ class Gateway:
             reply = Reply(200, soap.response_body("sendmsg", returns))
             if fault is not None:
                 reply = self._after_acceptance(fault, returns) or reply
-        reply.delay, reply.drop = delay, drop
         return reply
 
     @staticmethod

@@ -130,6 +130,14 @@ class HttpProtocol(asyncio.Protocol):
         while self._queue and not self._busy and self._transport is not None:
             request = self._queue.popleft()
             reply = self._answer(request)
+            if reply.later is not None:
+                # not cancelled when the client leaves: the gateway has the request
+                self._busy = True
+                self._transport.pause_reading()
+                asyncio.get_running_loop().call_later(
+                    reply.delay, self._act_later, reply.later, request.keep_alive
+                )
+                return
             if reply.delay > 0:
                 self._busy = True
                 self._transport.pause_reading()
@@ -137,6 +145,14 @@ class HttpProtocol(asyncio.Protocol):
                 self._timer = loop.call_later(reply.delay, self._delayed, reply, request.keep_alive)
                 return
             self._send(reply, request.keep_alive)
+
+    def _act_later(self, later: Callable[[], Reply], keep_alive: bool) -> None:
+        try:
+            reply = later()
+        except Exception:
+            log.exception("simulator handler failed")
+            reply = Reply(500, b"Internal Server Error", content_type=b"text/plain")
+        self._delayed(reply, keep_alive)
 
     def _delayed(self, reply: Reply, keep_alive: bool) -> None:
         self._timer = None

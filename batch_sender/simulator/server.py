@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -208,9 +208,13 @@ class Simulator:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(STOP_TIMEOUT)
 
 
-def serve(config: SimulatorConfig) -> None:
-    """Serve until SIGINT/SIGTERM, in the foreground; print the URL once listening."""
+def serve(config: SimulatorConfig, *, prepare: Callable[[Simulator], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, in the foreground; print the URL once listening.
+
+    ``prepare`` is called with the simulator before it listens (scripted faults)."""
     simulator = Simulator(config)
+    if prepare is not None:
+        prepare(simulator)
     stopped = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

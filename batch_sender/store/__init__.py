@@ -6,7 +6,7 @@ drives Alembic, ``records`` holds the values passed in and out.
 
 from __future__ import annotations
 
-from batch_sender.store.queries import Store
+from batch_sender.store.facade import Store
 from batch_sender.store.records import (
     Campaign,
     Census,

@@ -45,9 +45,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from batch_sender.delivery import cost, statuses
+from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
+from batch_sender.store.records import PREFIX_DIGITS, PrefixTally
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
     CLIENT_MESSAGE_ID_LENGTH,
@@ -59,7 +60,7 @@ from batch_sender.store.tables import (
 )
 
 if TYPE_CHECKING:
-    from batch_sender.store.queries import Store
+    from batch_sender.store.facade import Store
 
 __all__ = [
     "Applied",
@@ -268,8 +269,8 @@ class DeliveryStore:
             return [Tracked(int(i), str(a), d) for i, a, d in c.execute(stmt)]
 
     def pending_tally(
-        self, campaign_id: int, *, digits: int = cost.PREFIX_DIGITS
-    ) -> cost.PrefixTally:
+        self, campaign_id: int, *, digits: int = PREFIX_DIGITS
+    ) -> PrefixTally:
         """Parts still to send per number prefix (``pending`` rows), for the cost estimate."""
         prefix = func.substr(_r.msisdn, 1, digits).label("prefix")
         stmt = (
@@ -277,7 +278,7 @@ class DeliveryStore:
             .where(_r.campaign_id == campaign_id, _r.status == Status.PENDING.value)
             .group_by(prefix)
         )
-        tally = cost.PrefixTally(digits=digits)
+        tally = PrefixTally(digits=digits)
         with engines.store_errors("summing parts", self._url), self._engine.connect() as c:
             for key, sample, recipients_, parts in c.execute(stmt):
                 tally.parts[key] = int(parts)

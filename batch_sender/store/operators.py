@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, delete, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
-from batch_sender.states import Status
+from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import engine as engines
-from batch_sender.store.queries import Store
+from batch_sender.store.facade import Store
 from batch_sender.store.tables import (
     MSISDN_LENGTH,
     UTCDateTime,
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Campaigns whose pending rows may still be sent (a new opt-out reaches them at once).
-ACTIVE_CAMPAIGN_STATUSES = ("staging", "ready", "running", "stopped", "interrupted")
+ACTIVE_CAMPAIGN_STATUSES = tuple(s for s in CampaignStatus if s is not CampaignStatus.FINISHED)
 _BATCH = 1000  # numbers or ids per statement
 NOTE_LENGTH = 255
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, overload
 
@@ -19,7 +19,9 @@ __all__ = [
     "ChunkRecipient",
     "InFlight",
     "Outcome",
+    "PREFIX_DIGITS",
     "PackedRecipients",
+    "PrefixTally",
     "SentOutcomes",
     "StagedRow",
     "StagedTuple",
@@ -36,7 +38,7 @@ class Campaign:
     source: str  # file path or a description of the SQL query
     fingerprint: str  # identity of source + text + options, computed by the caller
     options: dict[str, object]
-    status: str  # one of tables.CAMPAIGN_STATUSES
+    status: str  # a states.CampaignStatus value
     total: int  # rows staged, whatever their state
     created_at: datetime  # all times are timezone-aware UTC
     started_at: datetime | None
@@ -50,6 +52,23 @@ class Census:
 
     counts: dict[Status, int]
     parts: int
+    #: message parts (credits at one per part) per state, zeros left out
+    part_counts: dict[Status, int] = field(default_factory=dict)
+
+    @property
+    def credits_spent(self) -> int:
+        """Parts the gateway accepted (``sent``): what the campaign has cost so far."""
+        return self.part_counts.get(Status.SENT, 0)
+
+    @property
+    def credits_to_spend(self) -> int:
+        """Parts still to send (``pending``, and ``sending``: claimed, not yet answered)."""
+        return self.part_counts.get(Status.PENDING, 0) + self.part_counts.get(Status.SENDING, 0)
+
+    @property
+    def credits_unknown(self) -> int:
+        """Parts of ``unknown`` rows: sent, the answer lost; the gateway may have charged them."""
+        return self.part_counts.get(Status.UNKNOWN, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,3 +264,26 @@ class InFlight:
     claimed_by: str | None
     claimed_at: datetime | None
     recipients: tuple[ChunkRecipient, ...]
+
+
+PREFIX_DIGITS = 5  # digits of a number that select its route and price (country + network)
+
+
+@dataclass(slots=True)
+class PrefixTally:
+    """Message parts per number prefix, with one real number of each prefix to ask about.
+
+    Fill it while preparing recipients (``add(msisdn, parts)``); memory grows with the number of
+    distinct prefixes, not of recipients.
+    """
+
+    digits: int = PREFIX_DIGITS
+    parts: dict[str, int] = field(default_factory=dict)
+    recipients: dict[str, int] = field(default_factory=dict)
+    sample: dict[str, str] = field(default_factory=dict)
+
+    def add(self, msisdn: str, parts: int) -> None:
+        prefix = msisdn[: self.digits]
+        self.parts[prefix] = self.parts.get(prefix, 0) + parts
+        self.recipients[prefix] = self.recipients.get(prefix, 0) + 1
+        self.sample.setdefault(prefix, msisdn)

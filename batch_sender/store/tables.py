@@ -39,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
+from batch_sender.states import CampaignStatus
+
 __all__ = [
     "CAMPAIGN_STATUSES",
     "UTCDateTime",
@@ -55,7 +57,7 @@ __all__ = [
 ]
 
 #: Life cycle of a campaign row, in order of appearance.
-CAMPAIGN_STATUSES = ("staging", "ready", "running", "finished", "stopped", "interrupted")
+CAMPAIGN_STATUSES = tuple(CampaignStatus)
 
 #: Column widths (characters); values longer than these are truncated on the way in.
 MSISDN_LENGTH = 64

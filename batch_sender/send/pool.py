@@ -1,0 +1,397 @@
+"""Where a run's requests are sent from: threads of this process, or a sending process of its own.
+
+The coordinator (``Sender``) hands chunks to a pool and gets a ``Future[ChunkResult]`` for
+each. :class:`ThreadWorkers` runs the couriers on threads of this process: every piece of Python
+shares one GIL with the coordinator's claims and records. :class:`ProcessWorkers` runs them on
+threads of a child process (``python -m batch_sender.send.pool``) with its own gateway client,
+rate limiter and ERR 130 pause: on a large campaign the HTTP side and the database side then
+use a core each. The child never touches the database, so every guarantee stays with the
+coordinator: rows are claimed before their chunk is handed over and recorded when its result
+comes back. If the child dies, every chunk it held fails and its rows become ``unknown``
+(settled with querymsg, never resent blindly); if the parent dies, the kernel kills the child.
+
+The two processes speak pickle over the child's stdin and stdout:
+
+* parent → child: ``("spec", CourierSpec)`` once, then ``("chunk", seq, Chunk)`` and
+  ``("stop",)``; end of input means "finish what you hold and exit";
+* child → parent: ``("ready",)`` once the courier is built, ``("result", seq, ChunkResult)``,
+  ``("error", seq, text)`` (the courier raised: a bug), ``("log", level, logger, message)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+from batch_sender import redact
+from batch_sender.config import MessageOptions
+from batch_sender.gateway.client import ClientSpec, GatewayClient
+from batch_sender.send.courier import ChunkResult, Courier
+from batch_sender.send.ratelimit import RateLimiter
+from batch_sender.store import Chunk
+
+__all__ = ["CourierSpec", "ProcessWorkers", "ThreadWorkers", "Workers", "WorkerProcessError"]
+
+log = logging.getLogger(__name__)
+
+#: seconds the sending process may take to start and build its client before the run falls
+#: back to threads
+STARTUP_TIMEOUT = 30.0
+#: seconds a pool being shut down waits for an idle child to exit
+SHUTDOWN_WAIT = 5.0
+#: seconds a finishing child waits for its threads' last requests before it exits
+CHILD_DRAIN_TIMEOUT = 60.0
+#: how the sending process is started (its module's ``__main__``)
+CHILD_COMMAND = (sys.executable, "-m", "batch_sender.send.pool")
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+class WorkerProcessError(RuntimeError):
+    """The sending process failed: it could not start, or it died holding chunks."""
+
+
+class Workers(Protocol):
+    """What the coordinator needs of a pool of couriers."""
+
+    def submit(self, chunk: Chunk) -> Future[ChunkResult]: ...
+
+    def stop(self) -> None:
+        """Tell every courier to stop: no request leaves any more (idempotent)."""
+
+    def shutdown(self) -> None:
+        """End the pool once the work submitted before this is done (without waiting)."""
+
+
+class ThreadWorkers:
+    """``size`` daemon threads running ``courier.send``: a request stuck in a read cannot keep a
+    stopping process alive (a ThreadPoolExecutor's threads are joined at interpreter exit)."""
+
+    def __init__(self, size: int, courier: Courier) -> None:
+        self._courier = courier
+        self._queue: queue.SimpleQueue[tuple[Chunk, Future[ChunkResult]] | None]
+        self._queue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batch-sender-{i}", daemon=True)
+            for i in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, chunk: Chunk) -> Future[ChunkResult]:
+        future: Future[ChunkResult] = Future()
+        self._queue.put((chunk, future))
+        return future
+
+    def stop(self) -> None:
+        self._courier.stop.set()
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            chunk, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._courier.send(chunk))
+            except BaseException as exc:  # handed to the coordinator, which records it
+                future.set_exception(exc)
+
+
+@dataclass(frozen=True)
+class CourierSpec:
+    """Everything a sending process needs to build its courier; all of it pickles."""
+
+    client: ClientSpec
+    options: MessageOptions
+    concurrency: int
+    rate: float | None  # this process's own schedule (a shared schedule needs the database)
+    max_attempts: int
+    max_wait: float
+    backoff_scale: float = 1.0
+    #: the level of the parent's ``batch_sender`` logger: records below it are not even sent
+    log_level: int = logging.INFO
+
+
+class _Outbox:
+    """Pickled messages onto one end of a pipe, each written whole, from any thread.
+
+    Written with ``os.write`` until every byte is out, not through the pipe's ``BufferedWriter``:
+    with a tracer attached to the writing process (``py-spy dump --pid``, gdb), the buffered
+    writer was seen to drop the rest of a message cut short by the stop, and the reader then
+    met a garbled stream.
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._lock = threading.Lock()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        data = memoryview(pickle.dumps(message, _PROTOCOL))
+        with self._lock:
+            if self._stream.closed:  # never write to a descriptor number reused since
+                raise ValueError("write to a closed pipe")
+            while data:
+                data = data[os.write(self._fd, data) :]
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+
+
+class ProcessWorkers:
+    """Couriers on ``spec.concurrency`` threads of a child process (see the module docstring).
+
+    Raises :class:`WorkerProcessError` if the child does not start and answer ``ready``. With
+    ``wait=False`` the constructor returns as soon as the child is launched, and
+    :meth:`wait_ready` does the waiting (and raising): the child's start-up (imports, its
+    client) then overlaps whatever the parent does meanwhile.
+    """
+
+    def __init__(self, spec: CourierSpec, *, wait: bool = True) -> None:
+        self._futures: dict[int, Future[ChunkResult]] = {}
+        self._lock = threading.Lock()  # guards _futures
+        self._seq = itertools.count()
+        self._stopped = False
+        self._process = subprocess.Popen(
+            CHILD_COMMAND,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
+        )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._to_child = _Outbox(self._process.stdin)
+        self._from_child: IO[bytes] = self._process.stdout
+        self._ready = threading.Event()
+        self._concurrency = spec.concurrency
+        self._reader = threading.Thread(
+            target=self._read, args=(self._ready,), name="batch-sender-courier-results", daemon=True
+        )
+        try:
+            self._to_child.send(("spec", spec))
+        except OSError as exc:
+            self._process.kill()
+            raise WorkerProcessError(f"the sending process did not start: {exc}") from exc
+        self._reader.start()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait for the child to answer ``ready``; kill it and raise if it does not."""
+        if not self._ready.wait(STARTUP_TIMEOUT) or self._process.poll() is not None:
+            self._process.kill()
+            raise WorkerProcessError("the sending process did not start; see its errors above")
+        log.info("sending from process %d (%d connections)", self.pid, self._concurrency)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def submit(self, chunk: Chunk) -> Future[ChunkResult]:
+        future: Future[ChunkResult] = Future()
+        future.set_running_or_notify_cancel()
+        with self._lock:
+            seq = next(self._seq)
+            self._futures[seq] = future
+        try:
+            self._to_child.send(("chunk", seq, chunk))
+        except (OSError, ValueError) as exc:  # the child is gone (or its pipe closed)
+            self._fail(seq, WorkerProcessError(f"the sending process is gone: {exc}"))
+        return future
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            with contextlib.suppress(OSError, ValueError):
+                self._to_child.send(("stop",))
+
+    def shutdown(self) -> None:
+        """Close the child's input; when it holds no chunk, wait (briefly) for it to exit, so
+        that its CPU time is counted as this process's and no zombie is left behind."""
+        with self._lock:
+            idle = not self._futures
+        with contextlib.suppress(OSError):  # a dead child's pipe cannot take the flush
+            self._to_child.close()
+        if idle:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(SHUTDOWN_WAIT)
+
+    def discard(self) -> None:
+        """End a child that was never given a chunk, without waiting for its start-up."""
+        with contextlib.suppress(OSError):
+            self._to_child.close()
+        self._process.kill()
+        self._process.wait()
+
+    def _fail(self, seq: int, exc: BaseException) -> None:
+        with self._lock:
+            future = self._futures.pop(seq, None)
+        if future is not None and not future.done():
+            future.set_exception(exc)
+
+    def _read(self, ready: threading.Event) -> None:
+        """Resolve futures from the child's answers; when it ends, fail whatever it still held."""
+        try:
+            while True:
+                message = pickle.load(self._from_child)
+                kind = message[0]
+                if kind == "result":
+                    with self._lock:
+                        future = self._futures.pop(message[1], None)
+                    if future is not None:
+                        future.set_result(message[2])
+                elif kind == "error":
+                    self._fail(message[1], WorkerProcessError(message[2]))
+                elif kind == "log":
+                    logging.getLogger(message[2]).log(message[1], "%s", message[3])
+                elif kind == "ready":
+                    ready.set()
+        except EOFError:
+            pass  # the child closed its end: it is exiting
+        except Exception as exc:  # a garbled message (or a broken pipe): nothing after it can
+            # be trusted, and a child left blocked on a full pipe would never exit
+            log.error("cannot read the sending process's answers (%r): stopping it", exc)
+            self._process.kill()
+        finally:
+            code = self._process.wait()
+            ready.set()  # a child that died starting wakes the constructor at once
+            with self._lock:
+                held = list(self._futures.items())
+                self._futures.clear()
+            if held:  # the coordinator says it once, for the run
+                log.debug(
+                    "the sending process ended (exit status %s) holding %d requests",
+                    code,
+                    len(held),
+                )
+            for _, future in held:
+                if not future.done():
+                    future.set_exception(
+                        WorkerProcessError(f"the sending process ended (exit status {code})")
+                    )
+
+
+# --- the child --------------------------------------------------------------------------------
+
+
+class _PipeLogHandler(logging.Handler):
+    """Hand the child's log records to the parent, which logs them in its own format."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self._send(("log", record.levelno, record.name, record.getMessage()))
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGKILL when the parent dies (Linux); elsewhere, end of input does."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def child_main() -> int:
+    """The sending process: read chunks from stdin, send them, write results to stdout."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        return 1
+    # the parent handles Ctrl-C and SIGTERM and tells us to stop: a signal to the whole process
+    # group must not cut short the answers it is waiting for
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inbox = sys.stdin.buffer
+    outbox = _Outbox(sys.stdout.buffer)
+
+    def send(message: tuple[Any, ...]) -> None:
+        try:
+            outbox.send(message)
+        except (OSError, ValueError):
+            # the parent is gone (killed, or its pipe closed): nobody is left to answer, and a
+            # traceback per thread would only fill the cron mail
+            os._exit(0)
+
+    sys.stdout = sys.stderr  # nothing but our messages may reach the parent's pipe
+
+    # the parent logs only its own package's records (httpx's line per request is not one of
+    # them): so does the child, at the parent's level, through the pipe
+    ours = logging.getLogger("batch_sender")
+    pipe = _PipeLogHandler(send)
+    pipe.addFilter(redact.RedactingFilter())  # this process's sessions: the parent knows none
+    ours.handlers[:] = [pipe]
+    ours.propagate = False
+    kind, spec = pickle.load(inbox)
+    if kind != "spec" or not isinstance(spec, CourierSpec):
+        log.error("the sending process expected its spec first, got %r", kind)
+        return 2
+    ours.setLevel(spec.log_level)
+    stop = threading.Event()
+    with GatewayClient.from_spec(spec.client) as client:
+        courier = Courier(
+            client=client,
+            options=spec.options,
+            limiter=RateLimiter(spec.rate),
+            max_attempts=spec.max_attempts,
+            max_wait=spec.max_wait,
+            stop=stop,
+            backoff_scale=spec.backoff_scale,
+        )
+        work: queue.SimpleQueue[tuple[int, Chunk] | None] = queue.SimpleQueue()
+
+        def loop() -> None:
+            while (item := work.get()) is not None:
+                seq, chunk = item
+                try:
+                    answer: tuple[Any, ...] = ("result", seq, courier.send(chunk))
+                    send(answer)
+                except Exception as exc:  # a bug, or an answer that does not pickle
+                    send(("error", seq, f"sending chunk {chunk.client_message_id}: {exc!r}"))
+
+        threads = [
+            threading.Thread(target=loop, name=f"batch-sender-{i}", daemon=True)
+            for i in range(spec.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        send(("ready",))
+        while True:
+            try:
+                message = pickle.load(inbox)
+            except EOFError:
+                break
+            if message[0] == "chunk":
+                work.put((message[1], message[2]))
+            elif message[0] == "stop":
+                stop.set()
+        for _ in threads:
+            work.put(None)
+        for thread in threads:
+            thread.join(CHILD_DRAIN_TIMEOUT)
+    return 0
+
+
+if __name__ == "__main__":
+    # run the module's own copy, not __main__'s: the pickled classes name batch_sender.send.pool
+    from batch_sender.send.pool import child_main as main
+
+    raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""Staging: every recipient of a campaign written once, accepted or not, before anything is sent.
+
+Three bulk paths (PostgreSQL COPY, a driver executemany, SQLAlchemy Core), one column order
+(``_STAGE_COLUMNS``); messages are deduplicated by digest; duplicates marked in SQL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    Connection,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from batch_sender.errors import StoreError
+from batch_sender.states import CampaignStatus, Status
+from batch_sender.store import engine as engines
+from batch_sender.store.base import _ID_BATCH, _now, _r
+from batch_sender.store.campaigns import CampaignsMixin, _NameTaken
+from batch_sender.store.records import (
+    Campaign,
+    StagedRow,
+    StagedTuple,
+    staged_tuple,
+)
+from batch_sender.store.tables import (
+    ERROR_CODE_LENGTH,
+    ERROR_DESCRIPTION_LENGTH,
+    MSISDN_LENGTH,
+    UTCDateTime,
+    campaigns,
+    messages,
+    recipients,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STAGE_BATCH = 5000  # rows per executemany while staging
+
+MESSAGE_CACHE_SIZE = 100_000  # digest → messages.id entries kept while staging one campaign
+
+#: Column order of the tuples handed to a bulk writer.
+_STAGE_COLUMNS = (
+    "campaign_id",
+    "row_no",
+    "msisdn",
+    "status",
+    "message_id",
+    "parts",
+    "attempts",
+    "error_code",
+    "error_description",
+    "updated_at",
+)
+
+
+class _BulkWriter(NamedTuple):
+    """How to insert many recipients rows on one connection (see :func:`_bulk_writer`)."""
+
+    write: Callable[[list[tuple[Any, ...]]], None]
+    updated_at: Any  # the one value needing conversion, converted once
+    no_error: str | None  # what to pass for an error_code or error_description that is NULL
+
+
+def _bulk_writer(conn: Connection, updated_at: datetime) -> _BulkWriter:
+    """The fastest way this connection's driver has to insert many recipients rows.
+
+    PostgreSQL (psycopg): ``COPY … FROM STDIN``. Positional drivers (sqlite3, PyMySQL, which
+    rewrites executemany into multi-row INSERTs): the Core INSERT compiled once and run as a driver
+    executemany of tuples, skipping SQLAlchemy's per-row parameter processing. Anything else: Core
+    executemany.
+
+    On SQLite the error columns (NULL on every accepted row) are passed as ``''`` and made NULL
+    by the statement: the ``sqlite3`` module looks up an adapter for each ``None`` it binds,
+    which was 0.4 of its 1.5 µs per row.
+    """
+    dialect = conn.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        copy_sql = f"COPY recipients ({', '.join(_STAGE_COLUMNS)}) FROM STDIN"
+
+        def copy(rows: list[tuple[Any, ...]]) -> None:
+            raw: Any = conn.connection.dbapi_connection
+            with raw.cursor() as cursor, cursor.copy(copy_sql) as out:
+                for row in rows:
+                    out.write_row(row)
+
+        return _BulkWriter(copy, updated_at, None)
+    compiled = insert(recipients).compile(dialect=dialect, column_keys=list(_STAGE_COLUMNS))
+    if compiled.positiontup is not None and tuple(compiled.positiontup) == _STAGE_COLUMNS:
+        to_db = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        sql, no_error = compiled.string, None
+        if dialect.name == "sqlite":
+            marks = ["?"] * len(_STAGE_COLUMNS)
+            for column in ("error_code", "error_description"):
+                marks[_STAGE_COLUMNS.index(column)] = "NULLIF(?, '')"
+            columns = ", ".join(_STAGE_COLUMNS)
+            sql = f"INSERT INTO recipients ({columns}) VALUES ({', '.join(marks)})"
+            no_error = ""
+
+        def positional(rows: list[tuple[Any, ...]]) -> None:
+            conn.exec_driver_sql(sql, rows)
+
+        return _BulkWriter(positional, updated_at if to_db is None else to_db(updated_at), no_error)
+
+    def core(rows: list[tuple[Any, ...]]) -> None:
+        conn.execute(
+            insert(recipients), [dict(zip(_STAGE_COLUMNS, row, strict=True)) for row in rows]
+        )
+
+    return _BulkWriter(core, updated_at, None)
+
+
+def _batched(rows: Iterable[StagedRow | StagedTuple], size: int) -> Iterator[list[StagedTuple]]:
+    """``rows`` in lists of ``size``, as tuples (itertools.batched arrives in Python 3.12)."""
+    iterator = iter(rows)
+    while batch := list(itertools.islice(iterator, size)):
+        yield [staged_tuple(row) if isinstance(row, StagedRow) else row for row in batch]
+
+
+class StagingMixin(CampaignsMixin):
+    """Staging: every recipient written once, accepted or not, before anything is sent."""
+
+    def stage_campaign(
+        self,
+        *,
+        name: str,
+        source: str,
+        fingerprint: str,
+        options: dict[str, object],
+        rows: Iterable[StagedRow | StagedTuple],
+        batch_size: int = DEFAULT_STAGE_BATCH,
+    ) -> tuple[Campaign, bool]:
+        """Write a new campaign and all its rows in one transaction; (campaign, created?).
+
+        ``rows`` may be :class:`StagedRow` objects or, on the hot path, plain tuples of the same
+        fields (:data:`StagedTuple`).
+
+        If ``name`` exists already nothing is staged and the existing campaign is returned with
+        False: the caller compares fingerprints. Any exception, including one raised by ``rows``,
+        rolls everything back. Later rows repeating an accepted number become ``duplicate``.
+        """
+        existing = self.campaign(name)
+        if existing is not None:
+            return existing, False
+        try:
+            with (
+                engines.store_errors(f"staging campaign {name!r}", self._url),
+                # every row refers to this transaction's own campaign and messages rows: the
+                # per-row foreign key lookups are 1 µs of SQLite's 7 per staged row
+                engines.begin_write(self._engine, bulk=True) as conn,
+            ):
+                # re-check under the write lock (SQLite serialises here; others race on the
+                # unique name below, the loser waiting for the winner's commit)
+                existing = self._campaign_where(conn, campaigns.c.name == name)
+                if existing is not None:
+                    return existing, False
+                campaign_id = self._insert_campaign(conn, name, source, fingerprint, options)
+                total = self._stage_rows(conn, campaign_id, rows, batch_size)
+                self._mark_duplicates(conn, campaign_id)
+                conn.execute(
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(status=CampaignStatus.READY, total=total)
+                )
+        except _NameTaken:
+            winner = self.campaign(name)
+            if winner is None:  # the other stager rolled back after all
+                raise StoreError(f"campaign {name!r} is being staged by another process") from None
+            return winner, False
+        staged = self.campaign(name)
+        assert staged is not None
+        log.info("staged campaign %r: %d rows", name, staged.total)
+        return staged, True
+
+    def _stage_rows(
+        self,
+        conn: Connection,
+        campaign_id: int,
+        rows: Iterable[StagedRow | StagedTuple],
+        batch_size: int,
+    ) -> int:
+        """Insert ``rows`` in batches, creating each distinct payload once; the row count."""
+        digests: dict[str, int] = {}  # digest → messages.id, bounded
+        evicted = False
+        total = 0
+        write, updated_at, no_error = _bulk_writer(conn, _now())
+        for batch in _batched(rows, batch_size):
+            if len(digests) > MESSAGE_CACHE_SIZE:
+                digests.clear()
+                evicted = True
+            self._ensure_messages(conn, campaign_id, batch, digests, evicted)
+            message_id = digests.get
+            write(
+                [
+                    (
+                        campaign_id,
+                        row_no,
+                        msisdn[:MSISDN_LENGTH],
+                        status,
+                        None if digest is None else message_id(digest),
+                        parts,
+                        0,
+                        # _clip, inlined: this runs a million times
+                        no_error if code is None else code[:ERROR_CODE_LENGTH],
+                        no_error if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
+                        updated_at,
+                    )
+                    for row_no, msisdn, status, parts, digest, _, _, code, reason in batch
+                ]
+            )
+            total += len(batch)
+        return total
+
+    def _ensure_messages(
+        self,
+        conn: Connection,
+        campaign_id: int,
+        batch: Sequence[StagedTuple],
+        digests: dict[str, int],
+        evicted: bool,
+    ) -> None:
+        """Make sure every payload of ``batch`` has a messages row and its id is in ``digests``."""
+        new: dict[str, StagedTuple] = {}
+        for row in batch:
+            digest, wire_text = row[4], row[5]
+            if digest is None or wire_text is None:
+                if row[2] == Status.PENDING:
+                    raise ValueError(f"row {row[0]}: a pending row needs a digest and wire_text")
+            elif digest not in digests:
+                new.setdefault(digest, row)
+        if not new:
+            return
+        if evicted:  # some of these may have been created before the cache was cleared
+            digests.update(self._message_ids(conn, campaign_id, list(new)))
+            new = {d: row for d, row in new.items() if d not in digests}
+            if not new:
+                return
+        conn.execute(
+            insert(messages),
+            [
+                {
+                    "campaign_id": campaign_id,
+                    "digest": digest,
+                    "wire_text": wire_text,
+                    "unicode": unicode,
+                    "parts": parts,
+                }
+                for digest, (_, _, _, parts, _, wire_text, unicode, _, _) in new.items()
+            ],
+        )
+        digests.update(self._message_ids(conn, campaign_id, list(new)))
+
+    @staticmethod
+    def _message_ids(conn: Connection, campaign_id: int, wanted: list[str]) -> dict[str, int]:
+        rows = conn.execute(
+            select(messages.c.digest, messages.c.id).where(
+                messages.c.campaign_id == campaign_id, messages.c.digest.in_(wanted)
+            )
+        )
+        return {digest: int(message_id) for digest, message_id in rows}
+
+    @staticmethod
+    def _mark_duplicates(conn: Connection, campaign_id: int) -> None:
+        """Accepted rows repeating an earlier accepted row's number become ``duplicate``.
+
+        First the numbers that occur more than once at all: a GROUP BY that the
+        (campaign_id, msisdn) index answers in order, without sorting a million rows (a window
+        function over the campaign spent ~6 µs a row doing that). Then, for those few numbers
+        only, every accepted row after the first. Plain single-table statements: right after a
+        bulk insert PostgreSQL's statistics know nothing of the new rows, and a self-join would
+        be planned as a per-row loop.
+        """
+        repeated = (
+            conn.execute(
+                select(_r.msisdn)
+                .where(_r.campaign_id == campaign_id)
+                .group_by(_r.msisdn)
+                .having(func.count() > 1)
+            )
+            .scalars()
+            .all()
+        )
+        later: list[int] = []
+        for start in range(0, len(repeated), _ID_BATCH):
+            rows = conn.execute(
+                select(_r.id, _r.msisdn)
+                .where(
+                    _r.campaign_id == campaign_id,
+                    _r.status == Status.PENDING.value,
+                    _r.msisdn.in_(repeated[start : start + _ID_BATCH]),
+                )
+                .order_by(_r.msisdn, _r.row_no)
+            ).all()
+            for _, group in itertools.groupby(rows, key=lambda row: row.msisdn):
+                later.extend(row.id for row in itertools.islice(group, 1, None))
+        mark = update(recipients).values(status=Status.DUPLICATE.value)
+        for start in range(0, len(later), _ID_BATCH):
+            conn.execute(mark.where(_r.id.in_(later[start : start + _ID_BATCH])))
