@@ -150,7 +150,8 @@ def apply_recorded(conn: Connection, recorded: Mapping[str, int], now: datetime)
 def applied_on_record(
     conn: Connection, outcomes: Sequence[Outcome], accepted: Sequence[SentOutcomes]
 ) -> Iterator[None]:
-    """Around ``Store.record``'s writes: then apply the receipts kept for the recorded IDs.
+    """Around the writes of outcomes (``Store.record``, ``requests.finish_chunks``): then apply
+    the receipts kept for the IDs just recorded, in the same transaction.
 
     One indexed probe of an (almost always) empty table when nothing is kept.
     """
