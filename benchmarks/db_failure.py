@@ -77,6 +77,7 @@ def _scenario(name: str, tmp: Path, url: str, fault: Any, db_retry: float) -> di
             result["rerun_exit"] = code
             result.update({f"rerun_{k}": v for k, v in _figures(err2).items()})
         result["final"] = run.check()  # raises on a duplicate or a loss
+        result["requests"] = sum(sim.requests for sim in started)
         result["duplicates"] = result["lost"] = 0
         return result
     finally:
@@ -95,7 +96,9 @@ def main() -> None:
             tmp = base / f"s{i}"
             mnt = tmp / "mnt"
             mnt.mkdir(parents=True)
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True)
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], check=True
+            )
             try:
                 db = mnt / "results.db"
 
@@ -132,7 +135,11 @@ def main() -> None:
                 cluster.stop()
                 return cluster.start
 
-            print(json.dumps(_scenario("postgresql stopped for good", tmp, cluster.new_database(), stop, 2)))
+            print(
+                json.dumps(
+                    _scenario("postgresql stopped for good", tmp, cluster.new_database(), stop, 2)
+                )
+            )
         finally:
             cluster.close()
 
