@@ -77,6 +77,7 @@ def _scenario(name: str, tmp: Path, url: str, fault: Any, db_retry: float) -> di
             result["rerun_exit"] = code
             result.update({f"rerun_{k}": v for k, v in _figures(err2).items()})
         result["final"] = run.check()  # raises on a duplicate or a loss
+        result["requests"] = sum(sim.requests for sim in started)
         result["duplicates"] = result["lost"] = 0
         return result
     finally:

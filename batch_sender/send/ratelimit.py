@@ -11,9 +11,14 @@ slots at a time (a fraction of a second's worth), then hands them out locally to
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+from batch_sender.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RESERVE_SECONDS", "PauseGate", "RateLimiter", "SharedRateLimiter"]
 
@@ -91,7 +96,11 @@ class SharedRateLimiter(RateLimiter):
             start = max(now, self._next)
             if start + units / self.rate > self._block_end + _EPSILON:
                 booked = float(units * max(1, round(self._block_units / units)))
-                delay = self._reserve(booked)
+                try:
+                    delay = self._reserve(booked)
+                except StoreError as exc:  # the database is away (send.backlog holds on)
+                    log.warning("cannot book the shared rate (%s): keeping to it locally", exc)
+                    delay = 0.0
                 self.reservations += 1
                 start = self._clock() + max(0.0, delay)
                 self._block_end = start + booked / self.rate

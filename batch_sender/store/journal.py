@@ -78,7 +78,7 @@ def _database_key(url: str) -> tuple[str, str]:
         identity = f"sqlite:{database}"
     else:
         identity = f"{backend}://{parsed.username or ''}@{parsed.host or ''}:{parsed.port or ''}"
-        identity += f"/{database}"
+        identity += f"/{database}?{sorted(parsed.query.items())}"  # (options: a search_path)
     name = Path(database).stem if backend == "sqlite" else database
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{backend}-{name}")[:60]
     return slug, hashlib.sha256(identity.encode()).hexdigest()[:12]
