@@ -29,7 +29,6 @@ from batch_sender.send.policy import Action
 from batch_sender.send.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, SentOutcomes
-from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
 __all__ = ["ChunkResult", "Courier", "all_outcomes", "outcomes_for"]
 
@@ -116,7 +115,7 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
         everyone = tuple(Outcome(rid, Status.SENT, api_id) for rid, api_id in sent.items())
         return ChunkResult((*everyone, *outcomes), tuple(release), stop, 1, pause_until)
     # the usual answer, packed here for the store (see SentOutcomes)
-    accepted = SentOutcomes.of(sent, api_id_length=API_MESSAGE_ID_LENGTH) if sent else ()
+    accepted = SentOutcomes.of(sent) if sent else ()
     return ChunkResult(accepted, tuple(release), stop, 1, pause_until)
 
 

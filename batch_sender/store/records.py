@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, overload
 
 from batch_sender.states import Status
+from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
 T = TypeVar("T")
 
@@ -243,8 +244,10 @@ class SentOutcomes(_Packed[Outcome]):
         self.length = length
 
     @classmethod
-    def of(cls, api_ids: Mapping[int, str], *, api_id_length: int) -> SentOutcomes:
-        """Recipient id → its API message ID (cut to the column's width)."""
+    def of(
+        cls, api_ids: Mapping[int, str], *, api_id_length: int = API_MESSAGE_ID_LENGTH
+    ) -> SentOutcomes:
+        """Recipient id → its API message ID (cut to the column's width, which the store owns)."""
         clipped = {rid: api_id[:api_id_length] for rid, api_id in api_ids.items()}
         return cls(json.dumps(clipped, separators=(",", ":")), len(clipped))
 
