@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from batch_sender.store.delivery import (
+from batch_sender.store.receipts import (
     Applied,
     DeliveryReport,
     _naive,
