@@ -203,10 +203,19 @@ class Sender:
                 if backlog.failing:
                     self._mend()
                 room = self._concurrency * depth - len(in_flight)
-                if self._halt is not None and self._halted is None and not self._stop.is_set():
+                if (
+                    self._halt is not None
+                    and self._halted is None
+                    and not self._stop.is_set()
+                    and not backlog.failing
+                ):
                     # looked at on every turn (the check reads the database once a second), so
-                    # that a pause also reaches couriers held by an ERR 130 wait
-                    self._halted = self._halt()
+                    # that a pause also reaches couriers held by an ERR 130 wait; a database
+                    # that fails here is an outage like a failed claim: hold on, do not die
+                    try:
+                        self._halted = self._halt()
+                    except StoreError as exc:
+                        backlog.failed(exc)
                     if self._halted is not None:
                         log.warning("campaign %s: no more claims", self._halted)
                         self._stop.set()  # in-flight requests land, the rest is released

@@ -144,15 +144,15 @@ def test_reconcile_waits_for_a_slow_gateway_before_it_requeues(make_simulator, t
                      "--chunk-size", "1", "--read-timeout", "1", "--concurrency", "10")  # fmt: skip
     assert first.returncode == 4, first.stderr[-2000:]
     assert {r["status"] for r in results(runs.db)} == {"unknown"}
-    asked_at = time.monotonic()
     rec = runs.run("reconcile", "camp", "--max-processing", "8")
     assert rec.returncode == 0, rec.stderr[-2000:]
     again = runs.run("run", str(runs.csv), "--text", "Hello", "--name", "camp")
     time.sleep(max(0.0, held_until - time.monotonic()))  # every held request has landed
     figures = runs.ledger()  # the old code fails here: 10 of 10 twice
     print("read timeout against a slow gateway, reconcile, re-run:", figures)
-    if asked_at < held_until - 3:  # asked while the gateway still held them (not on a slow box)
-        assert "may still be in its hands: waiting" in rec.stderr
+    # a gateway still holding the requests answers 104: reconcile waits (and says so) instead of
+    # requeueing; one that has taken them by then (a slow box) answers found: no wait needed
+    assert "may still be in its hands: waiting" in rec.stderr or "10 sent" in rec.stderr
     assert "10 sent, 0 back to pending" in rec.stdout
     assert again.returncode == 0, again.stderr[-2000:]
     assert figures == {"rows": 10, "sent": 10, "duplicates": 0, "lost": 0}
