@@ -237,6 +237,15 @@ def statuses(db_url: str, campaign: str) -> dict[str, int]:
         engine.dispose()
 
 
+def _logs(tmp_path: Path, count: int, lines: int = 15) -> str:
+    """The last lines of each worker's log, for an assertion's message."""
+    return "\n".join(
+        f"-- worker-{n}:\n"
+        + "\n".join((tmp_path / f"worker-{n}.log").read_text().splitlines()[-lines:])
+        for n in range(count)
+    )
+
+
 def numbers(n: int) -> list[str]:
     return [str(27830000000 + i) for i in range(n)]
 
@@ -308,10 +317,16 @@ def test_four_workers_share_one_campaign_at_one_rate_and_survive_a_kill(
     survivors = [p for p in procs if p is not victim]
     summaries = finish(survivors, timeout=80)
 
-    # every process that lived says the same: everything sent
-    assert [s["exit_code"] for s in summaries] == [0, 0, 0]
-    assert all(s["counts"] == {"sent": total} for s in summaries)
-    assert statuses(pg_url, "big") == {"sent": total}  # the victim's rows settled too
+    # Every process that lived says the same. The victim's rows settled too: sent, or — for a
+    # many-number request it had in flight when it died, which reached the gateway — unknown
+    # with that reason (querymsg answers for one message of a request, not for each number),
+    # and then the run says so with exit 4. Whether the kill hits such a request is timing: on
+    # a loaded machine it often does.
+    final = statuses(pg_url, "big")
+    assert set(final) <= {"sent", "unknown"} and sum(final.values()) == total
+    expected_exit = 4 if final.get("unknown") else 0
+    told = [(s["exit_code"], s["counts"]) for s in summaries]
+    assert told == [(expected_exit, final)] * 3, (final, told, _logs(tmp_path, 4))
     recs = records(sim)
     assert Counter(rec["to"] for rec in recs) == Counter(numbers(total))  # exactly once each
     engine = sa.create_engine(pg_url)
@@ -323,7 +338,14 @@ def test_four_workers_share_one_campaign_at_one_rate_and_survive_a_kill(
                 )
             ).all()
         )
+        unknown_why = Counter(
+            conn.execute(
+                sa.text("SELECT error_description FROM results WHERE status = 'unknown'")
+            ).scalars()
+        )
     engine.dispose()
+    assert all("reached the gateway" in why for why in unknown_why), unknown_why
+    assert len(ids) + sum(unknown_why.values()) == total
     recorded = {rec["to"]: rec["api_message_id"] for rec in recs}
     assert ids and all(recorded[m] == api_id for m, api_id in ids.items())
     # together the workers kept to --rate (steady part: after start-up, before the tail)
