@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -58,6 +58,8 @@ _STAGE_COLUMNS = (
     "updated_at",
     "fields",
 )
+_MESSAGE_ID = _STAGE_COLUMNS.index("message_id")
+_PENDING = Status.PENDING.value
 
 
 class _BulkWriter(NamedTuple):
@@ -114,13 +116,6 @@ def _bulk_writer(conn: Connection, updated_at: datetime) -> _BulkWriter:
         )
 
     return _BulkWriter(core, updated_at, None)
-
-
-def _batched(rows: Iterable[StagedRow], size: int) -> Iterator[list[StagedRow]]:
-    """``rows`` in lists of ``size`` (itertools.batched arrives in Python 3.12)."""
-    iterator = iter(rows)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
 
 
 class StagingMixin(CampaignsMixin):
@@ -182,62 +177,86 @@ class StagingMixin(CampaignsMixin):
         rows: Iterable[StagedRow],
         batch_size: int,
     ) -> int:
-        """Insert ``rows`` in batches, creating each distinct payload once; the row count."""
+        """Insert ``rows`` in batches, creating each distinct payload once; the row count.
+
+        Each row becomes its column tuple (``_STAGE_COLUMNS``) as it arrives, and only that is
+        held until its batch is written. Holding the ``StagedRow`` objects instead cost 5% of
+        staging: CPython's collector stops tracking a plain tuple of plain values but not a
+        named tuple, so 5,000 of them surviving per batch meant extra full collections.
+        """
         digests: dict[str, int] = {}  # digest → messages.id, bounded
+        message_id = digests.get
         evicted = False
         total = 0
         write, updated_at, no_error = _bulk_writer(conn, _now())
-        for batch in _batched(rows, batch_size):
+        batch: list[tuple[Any, ...]] = []
+        fresh: dict[str, StagedRow] = {}  # payloads not in ``digests`` yet: digest → one row
+        waiting: list[tuple[int, str]] = []  # (index in batch, digest): rows awaiting that id
+
+        def flush() -> None:
+            nonlocal evicted
+            if fresh:
+                self._ensure_messages(conn, campaign_id, fresh, digests, evicted)
+                for at, digest in waiting:
+                    row = batch[at]
+                    batch[at] = (*row[:_MESSAGE_ID], digests[digest], *row[_MESSAGE_ID + 1 :])
+                fresh.clear()
+                waiting.clear()
+            write(batch)
+            batch.clear()
             if len(digests) > MESSAGE_CACHE_SIZE:
                 digests.clear()
                 evicted = True
-            self._ensure_messages(conn, campaign_id, batch, digests, evicted)
-            message_id = digests.get
-            # each row in _STAGE_COLUMNS order; _clip inlined: this runs a million times
-            write(
-                [
-                    (
-                        campaign_id,
-                        row.row_no,
-                        row.msisdn[:MSISDN_LENGTH],
-                        row.status,
-                        None if row.digest is None else message_id(row.digest),
-                        row.parts,
-                        0,
-                        no_error if row.error_code is None else row.error_code[:ERROR_CODE_LENGTH],
-                        no_error
-                        if row.error_description is None
-                        else row.error_description[:ERROR_DESCRIPTION_LENGTH],
-                        updated_at,
-                        row.fields,
+
+        for row in rows:
+            digest = row.digest
+            if digest is None or row.wire_text is None:
+                if row.status == _PENDING:
+                    raise ValueError(
+                        f"row {row.row_no}: a pending row needs a digest and wire_text"
                     )
-                    for row in batch
-                ]
+                message = None if digest is None else message_id(digest)
+            else:
+                message = message_id(digest)
+                if message is None:
+                    fresh.setdefault(digest, row)
+                    waiting.append((len(batch), digest))
+            # _clip inlined: this runs a million times
+            code, reason = row.error_code, row.error_description
+            batch.append(
+                (
+                    campaign_id,
+                    row.row_no,
+                    row.msisdn[:MSISDN_LENGTH],
+                    row.status,
+                    message,
+                    row.parts,
+                    0,
+                    no_error if code is None else code[:ERROR_CODE_LENGTH],
+                    no_error if reason is None else reason[:ERROR_DESCRIPTION_LENGTH],
+                    updated_at,
+                    row.fields,
+                )
             )
+            if len(batch) == batch_size:
+                total += len(batch)
+                flush()
+        if batch:
             total += len(batch)
+            flush()
         return total
 
     def _ensure_messages(
         self,
         conn: Connection,
         campaign_id: int,
-        batch: Sequence[StagedRow],
+        fresh: dict[str, StagedRow],
         digests: dict[str, int],
         evicted: bool,
     ) -> None:
-        """Make sure every payload of ``batch`` has a messages row and its id is in ``digests``."""
-        new: dict[str, StagedRow] = {}
-        for row in batch:
-            digest = row.digest
-            if digest is None or row.wire_text is None:
-                if row.status == Status.PENDING:
-                    raise ValueError(
-                        f"row {row.row_no}: a pending row needs a digest and wire_text"
-                    )
-            elif digest not in digests:
-                new.setdefault(digest, row)
-        if not new:
-            return
+        """Give every payload of ``fresh`` (digest → a row carrying it) a messages row, and put
+        its id in ``digests``."""
+        new = fresh
         if evicted:  # some of these may have been created before the cache was cleared
             digests.update(self._message_ids(conn, campaign_id, list(new)))
             new = {d: row for d, row in new.items() if d not in digests}
