@@ -218,9 +218,7 @@ def dry_run(
     ``suppressed``: the opt-out list to count against (``suppression.numbers_for_dry_run``).
     """
     preparer = prepare.Preparer(settings, source.columns)
-    return prepare.dry_run(
-        source, preparer, chunk_size=settings.chunk_size, suppressed=suppressed
-    )
+    return prepare.dry_run(source, preparer, chunk_size=settings.chunk_size, suppressed=suppressed)
 
 
 def stage(
