@@ -58,11 +58,10 @@ from batch_sender.send.scaleout import (
 from batch_sender.send.settle import DEFAULT_MAX_PROCESSING
 from batch_sender.sources import Source
 from batch_sender.states import CampaignStatus, Status
-from batch_sender.store import Campaign, Census, Store
+from batch_sender.store import Campaign, Census, StagedRow, Store
 from batch_sender.store import control as store_control
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
-from batch_sender.store.records import StagedTuple
 
 __all__ = ["RunResult", "choose_name", "dry_run", "fingerprint", "open_client", "run"]
 
@@ -219,9 +218,7 @@ def dry_run(
     ``suppressed``: the opt-out list to count against (``suppression.numbers_for_dry_run``).
     """
     preparer = prepare.Preparer(settings, source.columns)
-    return prepare.dry_run(
-        source, preparer, chunk_size=settings.chunk_size, suppressed=suppressed
-    )
+    return prepare.dry_run(source, preparer, chunk_size=settings.chunk_size, suppressed=suppressed)
 
 
 def stage(
@@ -271,12 +268,12 @@ def check_unusable(rejected: int, total: int, max_rejected: float) -> None:
         )
 
 
-def _refusing_unusable(rows: Iterator[StagedTuple], max_rejected: float) -> Iterator[StagedTuple]:
+def _refusing_unusable(rows: Iterator[StagedRow], max_rejected: float) -> Iterator[StagedRow]:
     """``rows``, counted; past the last, over the limit, raise: staging rolls back whole."""
     total = rejected = 0
     for row in rows:
         total += 1
-        if row[2] == _REJECTED:
+        if row.status == _REJECTED:
             rejected += 1
         yield row
     check_unusable(rejected, total, max_rejected)

@@ -2,8 +2,8 @@
 
 Every row comes out, accepted (`pending`) or `rejected` with a reason; duplicates are found later,
 in SQL, by the store (or by :func:`dry_run` in memory). Rows go in as ``Record`` tuples and come
-out as ``StagedTuple`` tuples, so a million-row campaign is staged without a million objects, and
-each distinct text is encoded once, not once per recipient.
+out as :class:`~batch_sender.store.records.StagedRow` named tuples, each made at the cost of a plain
+tuple, and each distinct text is encoded once, not once per recipient.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
+from typing import NamedTuple
 
 from batch_sender import numbers, sms
 from batch_sender.config import RunSettings
 from batch_sender.errors import InputError
 from batch_sender.sources import Record, Source
 from batch_sender.states import Status
-from batch_sender.store.records import StagedTuple
+from batch_sender.store.records import StagedRow, make_staged_row
 
 __all__ = ["DryRunReport", "Preparer", "SmartEncoding", "Template", "dry_run"]
 
@@ -90,8 +91,9 @@ def digest(wire_text: str, unicode: bool) -> str:
 class _Payload:
     """One encoded text, as its accepted rows carry it."""
 
-    #: what follows the row number and the number in each of its rows (see ``StagedTuple``)
-    tail: tuple[str, int, str, str, bool, None, None]
+    #: the :class:`StagedRow` fields its rows share, in order: all but a row's own ``row_no``
+    #: and ``msisdn`` (the first two) and ``fields`` (the last), which ``staged`` puts around them
+    shared: tuple[object, ...]
     non_gsm: tuple[str, ...]  # characters that forced UCS-2
     #: --smart-encoding: the characters replaced (or, when it is off, that it would replace)
     #: and the parts that saves per recipient; () and 0 when it changes nothing
@@ -107,8 +109,16 @@ def _payload(
     smart: tuple[str, ...] = (),
     parts_saved: int = 0,
 ) -> _Payload:
-    tail = (_PENDING, parts, digest(wire_text, unicode), wire_text, unicode, None, None)
-    return _Payload(tail, non_gsm, smart, parts_saved)
+    row = StagedRow(
+        0,
+        "",
+        _PENDING,
+        parts=parts,
+        digest=digest(wire_text, unicode),
+        wire_text=wire_text,
+        unicode=unicode,
+    )
+    return _Payload(row[2:-1], non_gsm, smart, parts_saved)
 
 
 @dataclass(slots=True)
@@ -135,6 +145,13 @@ class SmartEncoding:
         }
 
 
+class _CountryColumn(NamedTuple):
+    """--country-column: the column's index in each row's values, and the countries it names."""
+
+    at: int
+    countries: numbers.PerRowCountry
+
+
 class Preparer:
     """Prepare the rows of one campaign into staged rows (see :meth:`staged`)."""
 
@@ -148,15 +165,15 @@ class Preparer:
             strict=settings.strict_numbers,
             interpretations=self.interpretations,
         )
-        #: with --country-column: the column's index and each row's own country
-        self._per_row: tuple[int, numbers.PerRowCountry] | None = None
+        #: with --country-column: where the column is, and each row's own country from it
+        self._per_row: _CountryColumn | None = None
         if settings.country_column is not None:
             if settings.country_column not in columns:
                 raise InputError(
                     f"--country-column: no column {settings.country_column!r}; "
                     f"the source's columns are: {', '.join(columns)}"
                 )
-            self._per_row = (
+            self._per_row = _CountryColumn(
                 columns.index(settings.country_column),
                 numbers.PerRowCountry(
                     settings.country_column,
@@ -208,7 +225,7 @@ class Preparer:
                 counts[char] += rows
         return counts
 
-    def staged(self, records: Iterable[Record], *, fields: bool = True) -> Iterator[StagedTuple]:
+    def staged(self, records: Iterable[Record], *, fields: bool = True) -> Iterator[StagedRow]:
         """Each record as a staged row, accepted (``pending``) or ``rejected`` with a reason,
         with the source row as a JSON object (``fields``; None when ``fields`` is False).
 
@@ -234,7 +251,7 @@ class Preparer:
             if per_row is None:
                 msisdn, reason = number(raw)
             else:
-                msisdn, reason = per_row[1].pair(raw, values[per_row[0]])
+                msisdn, reason = per_row.countries.pair(raw, values[per_row.at])
             if msisdn is None:
                 yield _rejected(row_no, raw, reason or "bad number", row_json)
                 continue
@@ -246,7 +263,7 @@ class Preparer:
                 non_gsm[payload.non_gsm] += 1
             if payload.smart:
                 self._count_smart(payload)
-            yield (row_no, msisdn, *payload.tail, row_json)
+            yield make_staged_row((row_no, msisdn, *payload.shared, row_json))
 
     def _count_smart(self, payload: _Payload) -> None:
         smart = self.smart
@@ -305,9 +322,11 @@ class Preparer:
         )
 
 
-def _rejected(row_no: int, msisdn: str, reason: str, fields: str | None) -> StagedTuple:
+def _rejected(row_no: int, msisdn: str, reason: str, fields: str | None) -> StagedRow:
     """A rejected row: its number (the raw value, cut to the column, for a bad number) and why."""
-    return row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, 0, None, None, False, None, reason, fields
+    return StagedRow(
+        row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, error_description=reason, fields=fields
+    )
 
 
 @dataclass(slots=True)
@@ -362,13 +381,12 @@ def dry_run(
     shared: Counter[str] = Counter()
     sample: dict[str, str] = {}
     shared_start = numbers.shared_calling_code_start
-    for _, msisdn, status, parts, digest_, _, unicode, _, reason, _ in preparer.staged(
-        source.records(), fields=False
-    ):
-        if status == _REJECTED:
+    for row in preparer.staged(source.records(), fields=False):
+        if row.status == _REJECTED:
             report.rejected += 1
-            report.reasons[reason or ""] += 1
+            report.reasons[row.error_description or ""] += 1
             continue
+        msisdn = row.msisdn
         key = int(msisdn)
         if key in seen:
             report.duplicates += 1
@@ -384,9 +402,9 @@ def dry_run(
             sample.setdefault(msisdn[:7], msisdn)
         else:
             starts[start] += 1
-        report.parts += parts
-        report.unicode_recipients += unicode
-        per_payload[digest_ or ""] += 1
+        report.parts += row.parts
+        report.unicode_recipients += row.unicode
+        per_payload[row.digest or ""] += 1
     report.requests = sum(-(-n // chunk_size) for n in per_payload.values())
     report.non_gsm_characters = dict(preparer.non_gsm.most_common())
     report.numbers_interpreted = preparer.interpretations.as_dict()

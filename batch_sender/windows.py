@@ -297,9 +297,7 @@ class Controls:
     def gate(self, store: Store) -> ClaimGate | None:
         if self.window is None and self.not_after is None:
             return None
-        return ClaimGate(
-            store, window=self.window, zone=self.zone, not_after=self.not_after
-        )
+        return ClaimGate(store, window=self.window, zone=self.zone, not_after=self.not_after)
 
 
 def controls(*, window: str | None, tz: str | None, not_after: str | None) -> Controls:
@@ -307,11 +305,7 @@ def controls(*, window: str | None, tz: str | None, not_after: str | None) -> Co
     return Controls(
         window=Window.parse(window) if window else None,
         zone=zone,
-        not_after=(
-            parse_deadline(not_after, zone=zone or local_zone())
-            if not_after
-            else None
-        ),
+        not_after=(parse_deadline(not_after, zone=zone or local_zone()) if not_after else None),
     )
 
 

@@ -22,9 +22,7 @@ __all__ = ["show", "smart_summary"]
 
 def show(settings: RunSettings, source: sources.Source, db_url: str, *, as_json: bool) -> None:
     """Count what a run would do and print it; nothing is staged or sent."""
-    report_ = campaign.dry_run(
-        source, settings, suppressed=suppression.numbers_for_dry_run(db_url)
-    )
+    report_ = campaign.dry_run(source, settings, suppressed=suppression.numbers_for_dry_run(db_url))
     source.close()
     data = report_.as_dict()
     if as_json:

@@ -229,9 +229,7 @@ class DeliveryStore:
         with engines.store_errors("reading rows to track", self._url), self._engine.connect() as c:
             return [Tracked(int(i), str(a), d) for i, a, d in c.execute(stmt)]
 
-    def pending_tally(
-        self, campaign_id: int, *, digits: int = PREFIX_DIGITS
-    ) -> PrefixTally:
+    def pending_tally(self, campaign_id: int, *, digits: int = PREFIX_DIGITS) -> PrefixTally:
         """Parts still to send per number prefix (``pending`` rows), for the cost estimate."""
         prefix = func.substr(_r.msisdn, 1, digits).label("prefix")
         stmt = (

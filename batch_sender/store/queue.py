@@ -296,8 +296,8 @@ class QueueMixin(StoreBase):
                         )
             else:
                 rows = conn.execute(query().with_for_update(skip_locked=True)).all()
-                for message_id, group in itertools.groupby(rows, key=lambda row: row[2]):
-                    members = [ChunkRecipient(row[0], row[1]) for row in group]
+                for message_id, group in itertools.groupby(rows, key=lambda row: row.message_id):
+                    members = [ChunkRecipient(row.id, row.msisdn) for row in group]
                     for start in range(0, len(members), size):
                         if len(claimed) < count:
                             client_message_id = _checked(new_id())

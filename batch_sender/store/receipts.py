@@ -413,5 +413,3 @@ def _naive(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value
-
-

@@ -18,7 +18,6 @@ NEW_YORK = "12125550100"  # America/New_York
 JOBURG = "27821000000"  # Africa/Johannesburg
 
 
-
 def records(sim: Any) -> list[dict[str, Any]]:
     path = Path(sim.config.record)
     if not path.exists():
