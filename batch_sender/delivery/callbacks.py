@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl
 
 from batch_sender.errors import StoreError
 from batch_sender.gateway import delivery_codes as statuses
-from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
+from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore, ReceiptWriter
 
 __all__ = [
     "MAX_BODY",
@@ -348,6 +348,13 @@ class GroupCommit:
         self._thread.join()
 
     def _run(self) -> None:
+        writer = self._deliveries.writer()  # one connection for every batch of this thread
+        try:
+            self._loop(writer)
+        finally:
+            writer.close()
+
+    def _loop(self, writer: ReceiptWriter) -> None:
         next_sweep = time.monotonic()
         while True:
             try:
@@ -367,14 +374,14 @@ class GroupCommit:
                         self._queue.put(None)  # stop after this batch
                         break
                     batch.append(item)
-                self._commit(batch)
+                self._commit(writer, batch)
             if time.monotonic() >= next_sweep:
-                self._sweep()
+                self._sweep(writer)
                 next_sweep = time.monotonic() + self._sweep_interval
 
-    def _sweep(self) -> None:
+    def _sweep(self, writer: ReceiptWriter) -> None:
         try:
-            applied = self._deliveries.sweep()
+            applied = writer.sweep()
         except StoreError as exc:
             log.warning("matching kept receipts failed (will try again): %s", exc)
             return
@@ -384,9 +391,9 @@ class GroupCommit:
         if applied:
             log.info("applied %d kept receipts whose message IDs were recorded", applied)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, writer: ReceiptWriter, batch: list[_Pending]) -> None:
         try:
-            applied = self._deliveries.record([p.report for p in batch])
+            applied = writer.record([p.report for p in batch])
         except StoreError as exc:
             for p in batch:
                 p.error = exc

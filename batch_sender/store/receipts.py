@@ -96,10 +96,50 @@ _SEEN_ANY = select(_e.recipient_id, _e.status).where(
 )
 
 
-def load_rows(conn: Connection, condition: ColumnElement[bool]) -> list[dict[str, Any]]:
-    """Recipient rows as mutable dicts, locked for this transaction, lowest id first."""
-    stmt = select(*_ROW).where(condition).order_by(_r.id).with_for_update()
-    return [dict(row) for row in conn.execute(stmt).mappings()]
+class Seen:
+    """The statuses recorded so far (``delivery_events``) of the rows a batch loaded with them."""
+
+    __slots__ = ("covered", "statuses")
+
+    def __init__(self) -> None:
+        self.covered: set[int] = set()  # recipient ids whose every recorded status is in statuses
+        self.statuses: set[tuple[int, str]] = set()  # (recipient id, status)
+
+
+_SEEN_COLUMN = _e.status.label("seen_status")
+_WITH_EVENTS = recipients.outerjoin(delivery_events, _e.recipient_id == _r.id)
+
+
+def load_rows(
+    conn: Connection, condition: ColumnElement[bool], seen: Seen | None = None
+) -> list[dict[str, Any]]:
+    """Recipient rows as mutable dicts, locked for this transaction, lowest id first.
+
+    With ``seen``: their recorded statuses come in the same statement (an outer join with
+    ``delivery_events``; the lock is on the recipient rows, ``FOR UPDATE OF`` where the engine
+    has it): one round trip fewer per batch.
+    """
+    if seen is None:
+        stmt = select(*_ROW).where(condition).order_by(_r.id).with_for_update()
+        return [dict(row) for row in conn.execute(stmt).mappings()]
+    joined = (
+        select(*_ROW, _SEEN_COLUMN)
+        .select_from(_WITH_EVENTS)
+        .where(condition)
+        .order_by(_r.id)
+        .with_for_update(of=recipients)
+    )
+    rows: dict[int, dict[str, Any]] = {}
+    for found in conn.execute(joined).mappings():
+        rid = found["id"]
+        if rid not in rows:
+            row = dict(found)
+            del row["seen_status"]
+            rows[rid] = row
+            seen.covered.add(rid)
+        if found["seen_status"] is not None:
+            seen.statuses.add((rid, str(found["seen_status"])))
+    return list(rows.values())
 
 
 def _bare(report: DeliveryReport) -> bool:
@@ -131,11 +171,12 @@ def _record(
     from batch_sender.store import inbox  # (inbox builds on this module)
 
     rows: dict[int, dict[str, Any]] = {}
-    targets, looked = _match(conn, reports, rows, hints or {})
+    seen = Seen()
+    targets, looked = _match(conn, reports, rows, hints or {}, seen)
     results: list[Applied | None] = [None] * len(reports)
     known_api = {rid: row["api_message_id"] for rid, row in rows.items()}
     matched = [(i, rid) for i, rid in enumerate(targets) if rid is not None]
-    applied = apply_to_rows(conn, [(rid, reports[i]) for i, rid in matched], rows, now)
+    applied = apply_to_rows(conn, [(rid, reports[i]) for i, rid in matched], rows, now, seen)
     for (i, _), done in zip(matched, applied, strict=True):
         results[i] = done
     waiting = [
@@ -178,6 +219,7 @@ def _match(
     reports: Sequence[DeliveryReport],
     rows: dict[int, dict[str, Any]],
     hints: Mapping[str, int],
+    seen: Seen,
 ) -> tuple[list[int | None], list[bool]]:
     """The recipient id of each report (or None), its row put in ``rows`` (locked).
 
@@ -198,7 +240,7 @@ def _match(
     }
     by_id = {r.recipient_id for r in reports if r.recipient_id is not None}
     if by_id or hinted:
-        for row in load_rows(conn, _r.id.in_(sorted(by_id | set(hinted.values())))):
+        for row in load_rows(conn, _r.id.in_(sorted(by_id | set(hinted.values()))), seen):
             rows[row["id"]] = row
         for i, report in enumerate(reports):
             if report.recipient_id in rows:
@@ -209,9 +251,8 @@ def _match(
                     targets[i] = hinted[i]
     if not any(usable_to(r) for r in reports):
         return targets, looked
-    campaign_ids = list(conn.execute(select(campaigns.c.id)).scalars())
-    if not campaign_ids:
-        return targets, looked
+    # (the campaigns as a subquery, not a statement of their own: the indexes lead with them)
+    campaign_ids = select(campaigns.c.id).scalar_subquery()
     pairs = {
         (r.client_message_id, usable_to(r))
         for i, r in enumerate(reports)
@@ -229,6 +270,7 @@ def _match(
                 _r.client_message_id.in_(sorted({c for c, _ in pairs})),
                 _r.msisdn.in_(sorted({str(t) for _, t in pairs})),
             ),
+            seen,
         ):
             rows.setdefault(row["id"], row)
             found.setdefault((row["client_message_id"], row["msisdn"]), row["id"])
@@ -243,7 +285,9 @@ def _match(
     if numbers:
         by_api: dict[tuple[str, str], int] = {}
         for row in load_rows(
-            conn, and_(_r.campaign_id.in_(campaign_ids), _r.msisdn.in_(sorted(map(str, numbers))))
+            conn,
+            and_(_r.campaign_id.in_(campaign_ids), _r.msisdn.in_(sorted(map(str, numbers)))),
+            seen,
         ):
             rows.setdefault(row["id"], row)
             if row["api_message_id"]:
@@ -261,16 +305,20 @@ def apply_to_rows(
     items: Sequence[tuple[int, DeliveryReport]],
     rows: dict[int, dict[str, Any]],
     now: datetime,
+    known: Seen | None = None,
 ) -> list[Applied]:
     """Apply each (recipient id, report) in order to its row in ``rows`` (loaded and locked).
 
     Every distinct status is kept once in ``delivery_events``; the delivery status only moves
-    forward; a report for an ``unknown`` row makes it ``sent``. Two statements for the batch.
+    forward; a report for an ``unknown`` row makes it ``sent``. Two statements for the batch
+    (one on PostgreSQL), and one more to read the recorded statuses of rows ``known`` lacks.
     """
     if not items:
         return []
-    rids = sorted({rid for rid, _ in items})
-    seen = {(int(rid), str(s)) for rid, s in conn.execute(_SEEN_ANY, {"b_rids": rids})}
+    rids = sorted({rid for rid, _ in items} - (known.covered if known else set()))
+    seen = set(known.statuses) if known else set()
+    if rids:
+        seen.update((int(rid), str(s)) for rid, s in conn.execute(_SEEN_ANY, {"b_rids": rids}))
     events: list[tuple[int, str, datetime | None, float | None, str]] = []
     dirty: set[int] = set()
     out: list[Applied] = []
@@ -296,17 +344,14 @@ def apply_to_rows(
         out.append(Applied.UPDATED if moved else Applied.RECORDED)
     sql = _WriteSql.for_dialect(conn.dialect)
     stamp = sql.time(now)
-    if events:
-        sql.insert_events(
-            conn,
-            [
-                (rid, status, sql.time(at), charge, source, stamp)
-                for rid, status, at, charge, source in events
-            ],
-        )
+    event_values = [
+        (rid, status, sql.time(at), charge, source, stamp)
+        for rid, status, at, charge, source in events
+    ]
     if dirty:
-        sql.update_rows(
+        sql.write(
             conn,
+            event_values,
             [
                 (
                     row["delivery_status"],
@@ -353,6 +398,31 @@ class _WriteSql:
             f"VALUES ({m}, {m}, {m}, {m}, {m}, {m})"
         )
         self.update = "UPDATE recipients SET " + self._SET.format(*[m] * 8) + f" WHERE id = {m}"
+
+    # PostgreSQL: both writes in one statement of constant text (the rows as arrays, unnest):
+    # one round trip, and psycopg prepares it once instead of parsing a new VALUES list per batch
+    _PG_WRITE = (
+        "WITH new_events AS (INSERT INTO delivery_events (" + _EVENT_COLUMNS + ") "
+        "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::timestamp[], %s::numeric[], "
+        "%s::varchar[], %s::timestamp[])) "
+        "UPDATE recipients SET "
+        + _SET.format(*(f"v.c{i}" for i in range(8)))
+        + " FROM unnest(%s::varchar[], %s::timestamp[], %s::numeric[], %s::varchar[], "
+        "%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamp[], %s::bigint[]) "
+        "AS v(c0, c1, c2, c3, c4, c5, c6, c7, id) WHERE recipients.id = v.id"
+    )
+
+    def write(
+        self, conn: Connection, events: list[tuple[Any, ...]], updates: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert ``events`` and update the rows (``updates``): one statement on PostgreSQL."""
+        if self.name != "postgresql":
+            self.insert_events(conn, events)
+            self.update_rows(conn, updates)
+            return
+        columns = [list(c) for c in zip(*events, strict=True)]
+        columns += [list(c) for c in zip(*updates, strict=True)]
+        conn.exec_driver_sql(self._PG_WRITE, tuple(columns))
 
     def insert_events(self, conn: Connection, values: list[tuple[Any, ...]]) -> None:
         if self.name != "postgresql":  # sqlite3 in process; PyMySQL rewrites it multi-row
