@@ -87,7 +87,10 @@ class BadCallback(ValueError):
 
 def parse_callback(query: str, body: bytes, content_type: str = "") -> DeliveryReport:
     """The delivery report a callback request carries; :class:`BadCallback` if none."""
-    params = _params(query, body, content_type)
+    return _report(_params(query, body, content_type))
+
+
+def _report(params: Mapping[str, str]) -> DeliveryReport:
     status = statuses.normalise(params.get("status", ""))
     if status is None:
         raise BadCallback("status missing or not a numeric status code")
@@ -117,6 +120,10 @@ def parse_mo(query: str, body: bytes, content_type: str = "") -> tuple[str, str]
         params = _params(query, body, content_type)
     except BadCallback:
         return None
+    return _mo(params)
+
+
+def _mo(params: Mapping[str, str]) -> tuple[str, str] | None:
     if not params.get("momsgid"):
         return None
     sender = params.get("from", "").strip()
@@ -439,15 +446,19 @@ _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class _HeaderMap:
-    """An ASGI scope's headers with the case-insensitive ``get`` that :class:`CallbackAuth` uses."""
+    """An ASGI scope's headers with the case-insensitive ``get`` that :class:`CallbackAuth` uses.
+
+    ASGI servers give header names lower-cased; values are decoded only when asked for.
+    """
 
     __slots__ = ("_items",)
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._items = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        self._items = {k.lower(): v for k, v in raw}
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return self._items.get(name.lower(), default)
+        value = self._items.get(name.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
 
 class CallbackApp:
@@ -517,11 +528,12 @@ class CallbackApp:
             return
         content_type = headers.get("content-type") or ""
         try:
-            mo = parse_mo(query, body, content_type)
+            params = _params(query, body, content_type)  # once, for either kind
+            mo = _mo(params)
             if mo is not None:
                 await self._inbound(send, *mo)
                 return
-            report = parse_callback(query, body, content_type)
+            report = _report(params)
         except BadCallback as exc:
             stats.count("bad")
             client = scope.get("client") or ("?",)
@@ -535,9 +547,10 @@ class CallbackApp:
             log.error("could not record a delivery status: %s", exc)
             await _reply(send, 503, "cannot record now, try again later")
             return
-        status, counter = _APPLIED_ANSWER[applied]
+        start, body_message, counter = _ANSWERS[applied]
         stats.count(counter)
-        await _reply(send, status, applied.value)
+        await send(start)
+        await send(body_message)
 
     async def _inbound(self, send: _Send, sender: str, text: str) -> None:
         """An inbound reply: a stop keyword puts its sender on the suppression list."""
@@ -571,9 +584,10 @@ async def _read_body(receive: _Receive) -> bytes:
     return b"".join(parts)
 
 
-async def _reply(
-    send: _Send, status: int, message: str, headers: Mapping[str, str] | None = None
-) -> None:
+def _answer(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a plain-text answer."""
     data = (message + "\n").encode("utf-8", "replace")
     raw = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -581,8 +595,25 @@ async def _reply(
         (b"server", b"batch-sender-callbacks"),
     ]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
+    return (
+        {"type": "http.response.start", "status": status, "headers": raw},
+        {"type": "http.response.body", "body": data},
+    )
+
+
+async def _reply(
+    send: _Send, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> None:
+    start, body = _answer(status, message, headers)
+    await send(start)
+    await send(body)
+
+
+#: the answers to a recorded receipt, built once (the server only reads them)
+_ANSWERS = {
+    applied: (*_answer(status, applied.value), counter)
+    for applied, (status, counter) in _APPLIED_ANSWER.items()
+}
 
 
 async def _lifespan(receive: _Receive, send: _Send) -> None:
