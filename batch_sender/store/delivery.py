@@ -41,6 +41,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from batch_sender.gateway import delivery_codes as statuses
@@ -404,13 +405,23 @@ class ReceiptWriter:
         now = _now()
         with engines.store_errors("recording delivery statuses", d._url):
             hints = d._hints(reports)
-            conn = self._held()
-            try:
-                with conn.begin():
-                    return _record(conn, reports, now, hints)
-            except BaseException:
-                self._drop(broken=True)
-                raise
+            for attempt in (1, 2):
+                conn = self._held()
+                try:
+                    with conn.begin():
+                        return _record(conn, reports, now, hints)
+                except DBAPIError as exc:
+                    self._drop(broken=True)
+                    # a connection the server dropped while it sat idle (a restart, a timeout):
+                    # once more on a new one. Safe even if it was lost in COMMIT: a report
+                    # recorded already is a duplicate the second time (unique keys)
+                    if not exc.connection_invalidated or attempt == 2:
+                        raise
+                    log.info("the database closed the receiver's connection; reconnecting")
+                except BaseException:
+                    self._drop(broken=True)
+                    raise
+        raise AssertionError("unreachable")
 
     def sweep(self) -> int:
         """:meth:`DeliveryStore.sweep` (its own connections)."""
