@@ -50,6 +50,7 @@ from batch_sender.store import engine as engines
 from batch_sender.store.receipts import (  # noqa: F401 (re-exported: the value types of a report)
     _FOUND,
     Applied,
+    CampaignIds,
     DeliveryReport,
     _bare,
     _now,
@@ -395,6 +396,7 @@ class ReceiptWriter:
     def __init__(self, deliveries: DeliveryStore) -> None:
         self._deliveries = deliveries
         self._conn: Connection | None = None
+        self._campaigns = CampaignIds()  # read again whenever a report matches nothing
 
     def record(self, reports: Sequence[DeliveryReport]) -> list[Applied]:
         """:meth:`DeliveryStore.record`, on the held connection."""
@@ -409,7 +411,7 @@ class ReceiptWriter:
                 conn = self._held()
                 try:
                     with conn.begin():
-                        return _record(conn, reports, now, hints)
+                        return _record(conn, reports, now, hints, self._campaigns)
                 except DBAPIError as exc:
                     self._drop(broken=True)
                     # a connection the server dropped while it sat idle (a restart, a timeout):

@@ -22,7 +22,7 @@ from sqlalchemy import (
     bindparam,
     select,
 )
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.states import Status
@@ -124,8 +124,10 @@ def _with_events(condition: ColumnElement[bool]) -> Select[Any]:
     )
 
 
-# built once (constructing and keying a new statement per batch was a tenth of SQLite's CPU)
-_CAMPAIGN_IDS = select(campaigns.c.id).scalar_subquery()  # the indexes lead with campaign_id
+# built once (constructing and keying a new statement per batch was a tenth of SQLite's CPU);
+# the campaign ids as values, not a subquery: the indexes lead with campaign_id, and with a
+# subquery MariaDB read every row of the campaign and PostgreSQL the whole cliMsgId index
+_CAMPAIGN_IDS: BindParameter[int] = bindparam("b_cids", expanding=True)
 _BY_CLI = _with_events(
     and_(
         _r.campaign_id.in_(_CAMPAIGN_IDS),
@@ -183,11 +185,32 @@ def _usable_to(report: DeliveryReport) -> str | None:
     return to if to and len(to) <= MSISDN_LENGTH else None
 
 
+class CampaignIds:
+    """The campaign ids the row lookups name, kept between one writer's batches.
+
+    Read again before a batch declares a report unmatched (a campaign created since), so a
+    kept list never costs a match; a campaign deleted since only costs an empty index range.
+    """
+
+    __slots__ = ("_ids", "fresh")
+
+    def __init__(self) -> None:
+        self._ids: list[int] | None = None
+        self.fresh = False  # read in this batch
+
+    def ids(self, conn: Connection, *, fresh: bool = False) -> list[int]:
+        if self._ids is None or (fresh and not self.fresh):
+            self._ids = sorted(int(i) for i in conn.execute(select(campaigns.c.id)).scalars())
+            self.fresh = True
+        return self._ids
+
+
 def _record(
     conn: Connection,
     reports: Sequence[DeliveryReport],
     now: datetime,
     hints: Mapping[str, int] | None = None,
+    campaign_ids: CampaignIds | None = None,
 ) -> list[Applied]:
     """Match every report (a few set-based lookups), apply, keep what matched nothing.
 
@@ -198,7 +221,9 @@ def _record(
 
     rows: dict[int, dict[str, Any]] = {}
     seen = Seen()
-    targets, looked = _match(conn, reports, rows, hints or {}, seen)
+    known = campaign_ids or CampaignIds()
+    known.fresh = False
+    targets, looked = _match(conn, reports, rows, hints or {}, seen, known)
     results: list[Applied | None] = [None] * len(reports)
     known_api = {rid: row["api_message_id"] for rid, row in rows.items()}
     matched = [(i, rid) for i, rid in enumerate(targets) if rid is not None]
@@ -246,6 +271,7 @@ def _match(
     rows: dict[int, dict[str, Any]],
     hints: Mapping[str, int],
     seen: Seen,
+    known: CampaignIds,
 ) -> tuple[list[int | None], list[bool]]:
     """The recipient id of each report (or None), its row put in ``rows`` (locked).
 
@@ -278,6 +304,26 @@ def _match(
                     targets[i] = hinted[i]
     if not any(usable_to(r) for r in reports):
         return targets, looked
+    ids = known.ids(conn)
+    _lookup(conn, reports, targets, looked, rows, seen, ids)
+    unmatched = any(t is None and usable_to(r) for t, r in zip(targets, reports, strict=True))
+    # a report matched nothing: perhaps in a campaign created since the ids were read
+    if unmatched and not known.fresh and known.ids(conn, fresh=True) != ids:
+        _lookup(conn, reports, targets, looked, rows, seen, known.ids(conn))
+    return targets, looked
+
+
+def _lookup(
+    conn: Connection,
+    reports: Sequence[DeliveryReport],
+    targets: list[int | None],
+    looked: list[bool],
+    rows: dict[int, dict[str, Any]],
+    seen: Seen,
+    campaign_ids: list[int],
+) -> None:
+    """Match the reports without a target yet by cliMsgId + number, then by number."""
+    usable_to = _usable_to
     pairs = {
         (r.client_message_id, usable_to(r))
         for i, r in enumerate(reports)
@@ -292,7 +338,11 @@ def _match(
             conn,
             _BY_CLI,
             seen,
-            {"b_clis": sorted({c for c, _ in pairs}), "b_tos": sorted({str(t) for _, t in pairs})},
+            {
+                "b_cids": campaign_ids,
+                "b_clis": sorted({c for c, _ in pairs}),
+                "b_tos": sorted({str(t) for _, t in pairs}),
+            },
         ):
             rows.setdefault(row["id"], row)
             found.setdefault((row["client_message_id"], row["msisdn"]), row["id"])
@@ -306,7 +356,9 @@ def _match(
     }
     if numbers:
         by_api: dict[tuple[str, str], int] = {}
-        for row in load_rows(conn, _BY_NUMBER, seen, {"b_tos": sorted(map(str, numbers))}):
+        for row in load_rows(
+            conn, _BY_NUMBER, seen, {"b_cids": campaign_ids, "b_tos": sorted(map(str, numbers))}
+        ):
             rows.setdefault(row["id"], row)
             if row["api_message_id"]:
                 by_api.setdefault((row["msisdn"], row["api_message_id"]), row["id"])
@@ -315,7 +367,6 @@ def _match(
             if targets[i] is None and r.api_message_id and to:
                 looked[i] = True
                 targets[i] = by_api.get((to, r.api_message_id[:API_MESSAGE_ID_LENGTH]))
-    return targets, looked
 
 
 def apply_to_rows(

@@ -326,6 +326,30 @@ def test_concurrent_identical_callbacks_are_recorded_once(
     assert (server.stats.updated, server.stats.duplicates) == (1, 7)
 
 
+def test_a_campaign_created_while_the_receiver_runs_is_matched_at_once(
+    store: Store, receiver: Callable[..., CallbackServer]
+) -> None:
+    """The writer keeps the campaign ids its lookups name between batches; a receipt for a
+    campaign created since is looked up again with the new list, not kept as unknown."""
+    _, first = sent_campaign(store, 1, name="a")
+    server = receiver(store)
+    rid, msisdn, api = first[0]
+    answer = httpx.post(server.url, data={"apiMsgId": api, "to": msisdn, "status": "004"})
+    assert answer.text.strip() == "updated"
+    _, later = sent_campaign(store, 2, name="b", start=27822000000)
+    for (rid, msisdn, api), form in zip(
+        later,
+        [{"cliMsgId": "cli-b"}, {}],  # by cliMsgId + number; by apiMsgId among the number's rows
+        strict=True,
+    ):
+        answer = httpx.post(
+            server.url, data={"apiMsgId": api, "to": msisdn, "status": "004", **form}
+        )
+        assert (answer.status_code, answer.text.strip()) == (200, "updated")
+        assert row_of(store, rid).delivery_status == "004"
+    assert inbox_rows(store) == []
+
+
 def _kill_other_sessions(store: Store) -> int:
     """Make the server end every other session on this test's database (as a restart does)."""
     url = store.engine.url
