@@ -293,6 +293,9 @@ def measure(code: Path, kind: str, args: argparse.Namespace, workdir: Path) -> d
             result["receiver_cpu_s"] = round(cpu_seconds(pid) - before, 2)
             result["client_cpu_s"] = round(time.process_time() - mine, 2)
         stored = recorded_events(db_url)
+    per_receipt = result["receiver_cpu_s"] * 1000 / len(requests)
+    result["receiver_cpu_ms_per_receipt"] = round(per_receipt, 3)
+    result["load_1min"] = round(os.getloadavg()[0], 1)
     result["receipts"] = len(requests)
     result["stored"] = stored
     result["lost"] = result["answered_2xx"] - stored  # answered 2xx, yet not in the database
@@ -311,8 +314,8 @@ def _run_load(host: str, port: int, requests: list[bytes], clients: int) -> dict
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| database | receiver | receipts/s | p50 ms | p99 ms | max ms | 2xx | lost | "
-        "receiver CPU s | client CPU s | target |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "receiver CPU s | receiver CPU ms/receipt | client CPU s | load | target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         target = TARGETS.get(r["database"])
@@ -328,7 +331,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['database']} | {r['receiver']} | {r['receipts_s']:,.0f} | {r['p50_ms']} | "
             f"{r['p99_ms']} | {r['max_ms']} | {r['answered_2xx']:,}/{r['receipts']:,} | "
-            f"{r['lost']} | {r['receiver_cpu_s']} | {r['client_cpu_s']} | {verdict} |"
+            f"{r['lost']} | {r['receiver_cpu_s']} | {r['receiver_cpu_ms_per_receipt']} | "
+            f"{r['client_cpu_s']} | {r['load_1min']} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -358,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{kind:10} {name:3} {figures['receipts_s']:8,.0f}/s "
                     f"p99 {figures['p99_ms']:7.1f} ms lost {figures['lost']} "
+                    f"cpu {figures['receiver_cpu_ms_per_receipt']:.3f} ms/receipt "
                     f"2xx {figures['answered_2xx']}/{figures['receipts']}",
                     file=sys.stderr,
                     flush=True,

@@ -573,6 +573,7 @@ def scenario_receipts(h: Harness) -> dict[str, Any]:
         result[f"{database}_{receiver}_receipts_s"] = r["receipts_s"]
         result[f"{database}_{receiver}_p99_ms"] = r["p99_ms"]
         result[f"{database}_{receiver}_lost"] = r["lost"]
+        result[f"{database}_{receiver}_cpu_ms"] = r.get("receiver_cpu_ms_per_receipt")
     return result
 
 

@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl
 
 from batch_sender.errors import StoreError
 from batch_sender.gateway import delivery_codes as statuses
-from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore
+from batch_sender.store.delivery import Applied, DeliveryReport, DeliveryStore, ReceiptWriter
 
 __all__ = [
     "MAX_BODY",
@@ -87,7 +87,10 @@ class BadCallback(ValueError):
 
 def parse_callback(query: str, body: bytes, content_type: str = "") -> DeliveryReport:
     """The delivery report a callback request carries; :class:`BadCallback` if none."""
-    params = _params(query, body, content_type)
+    return _report(_params(query, body, content_type))
+
+
+def _report(params: Mapping[str, str]) -> DeliveryReport:
     status = statuses.normalise(params.get("status", ""))
     if status is None:
         raise BadCallback("status missing or not a numeric status code")
@@ -117,6 +120,10 @@ def parse_mo(query: str, body: bytes, content_type: str = "") -> tuple[str, str]
         params = _params(query, body, content_type)
     except BadCallback:
         return None
+    return _mo(params)
+
+
+def _mo(params: Mapping[str, str]) -> tuple[str, str] | None:
     if not params.get("momsgid"):
         return None
     sender = params.get("from", "").strip()
@@ -348,6 +355,13 @@ class GroupCommit:
         self._thread.join()
 
     def _run(self) -> None:
+        writer = self._deliveries.writer()  # one connection for every batch of this thread
+        try:
+            self._loop(writer)
+        finally:
+            writer.close()
+
+    def _loop(self, writer: ReceiptWriter) -> None:
         next_sweep = time.monotonic()
         while True:
             try:
@@ -367,14 +381,14 @@ class GroupCommit:
                         self._queue.put(None)  # stop after this batch
                         break
                     batch.append(item)
-                self._commit(batch)
+                self._commit(writer, batch)
             if time.monotonic() >= next_sweep:
-                self._sweep()
+                self._sweep(writer)
                 next_sweep = time.monotonic() + self._sweep_interval
 
-    def _sweep(self) -> None:
+    def _sweep(self, writer: ReceiptWriter) -> None:
         try:
-            applied = self._deliveries.sweep()
+            applied = writer.sweep()
         except StoreError as exc:
             log.warning("matching kept receipts failed (will try again): %s", exc)
             return
@@ -384,9 +398,9 @@ class GroupCommit:
         if applied:
             log.info("applied %d kept receipts whose message IDs were recorded", applied)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, writer: ReceiptWriter, batch: list[_Pending]) -> None:
         try:
-            applied = self._deliveries.record([p.report for p in batch])
+            applied = writer.record([p.report for p in batch])
         except StoreError as exc:
             for p in batch:
                 p.error = exc
@@ -432,15 +446,19 @@ _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class _HeaderMap:
-    """An ASGI scope's headers with the case-insensitive ``get`` that :class:`CallbackAuth` uses."""
+    """An ASGI scope's headers with the case-insensitive ``get`` that :class:`CallbackAuth` uses.
+
+    ASGI servers give header names lower-cased; values are decoded only when asked for.
+    """
 
     __slots__ = ("_items",)
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._items = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        self._items = {k.lower(): v for k, v in raw}
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return self._items.get(name.lower(), default)
+        value = self._items.get(name.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
 
 
 class CallbackApp:
@@ -510,11 +528,12 @@ class CallbackApp:
             return
         content_type = headers.get("content-type") or ""
         try:
-            mo = parse_mo(query, body, content_type)
+            params = _params(query, body, content_type)  # once, for either kind
+            mo = _mo(params)
             if mo is not None:
                 await self._inbound(send, *mo)
                 return
-            report = parse_callback(query, body, content_type)
+            report = _report(params)
         except BadCallback as exc:
             stats.count("bad")
             client = scope.get("client") or ("?",)
@@ -528,9 +547,10 @@ class CallbackApp:
             log.error("could not record a delivery status: %s", exc)
             await _reply(send, 503, "cannot record now, try again later")
             return
-        status, counter = _APPLIED_ANSWER[applied]
+        start, body_message, counter = _ANSWERS[applied]
         stats.count(counter)
-        await _reply(send, status, applied.value)
+        await send(start)
+        await send(body_message)
 
     async def _inbound(self, send: _Send, sender: str, text: str) -> None:
         """An inbound reply: a stop keyword puts its sender on the suppression list."""
@@ -564,9 +584,10 @@ async def _read_body(receive: _Receive) -> bytes:
     return b"".join(parts)
 
 
-async def _reply(
-    send: _Send, status: int, message: str, headers: Mapping[str, str] | None = None
-) -> None:
+def _answer(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a plain-text answer."""
     data = (message + "\n").encode("utf-8", "replace")
     raw = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -574,8 +595,25 @@ async def _reply(
         (b"server", b"batch-sender-callbacks"),
     ]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
+    return (
+        {"type": "http.response.start", "status": status, "headers": raw},
+        {"type": "http.response.body", "body": data},
+    )
+
+
+async def _reply(
+    send: _Send, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> None:
+    start, body = _answer(status, message, headers)
+    await send(start)
+    await send(body)
+
+
+#: the answers to a recorded receipt, built once (the server only reads them)
+_ANSWERS = {
+    applied: (*_answer(status, applied.value), counter)
+    for applied, (status, counter) in _APPLIED_ANSWER.items()
+}
 
 
 async def _lifespan(receive: _Receive, send: _Send) -> None:

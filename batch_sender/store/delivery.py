@@ -41,6 +41,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from batch_sender.gateway import delivery_codes as statuses
@@ -49,6 +50,7 @@ from batch_sender.store import engine as engines
 from batch_sender.store.receipts import (  # noqa: F401 (re-exported: the value types of a report)
     _FOUND,
     Applied,
+    CampaignIds,
     DeliveryReport,
     _bare,
     _now,
@@ -69,6 +71,7 @@ __all__ = [
     "DeliveryCounts",
     "DeliveryReport",
     "DeliveryStore",
+    "ReceiptWriter",
     "SlowDelivery",
     "TimelineBucket",
     "Tracked",
@@ -156,23 +159,34 @@ class DeliveryStore:
         """
         if not reports:
             return []
+        self._check(reports)
+        now = _now()
+        with engines.store_errors("recording delivery statuses", self._url):
+            hints = self._hints(reports)
+            with engines.begin_write(self._engine, durable=self._durable) as conn:
+                return _record(conn, reports, now, hints)
+
+    def _hints(self, reports: Sequence[DeliveryReport]) -> dict[str, int]:
+        """An apiMsgId without a number to look it up by: searched before the write lock."""
+        bare = [r.api_message_id for r in reports if r.api_message_id and _bare(r)]
+        if not bare:
+            return {}
+        from batch_sender.store import inbox
+
+        with self._engine.connect() as conn:
+            return inbox.recorded_ids(conn, bare)
+
+    @staticmethod
+    def _check(reports: Sequence[DeliveryReport]) -> None:
         for report in reports:
             if report.source not in SOURCES:
                 raise ValueError(f"unknown report source {report.source!r}")
             if statuses.normalise(report.status) != report.status:
                 raise ValueError(f"not a 3-digit status: {report.status!r}")
-        now = _now()
-        with engines.store_errors("recording delivery statuses", self._url):
-            # an apiMsgId without a number to look it up by: searched before the write lock
-            hints: dict[str, int] = {}
-            bare = [r.api_message_id for r in reports if r.api_message_id and _bare(r)]
-            if bare:
-                from batch_sender.store import inbox
 
-                with self._engine.connect() as conn:
-                    hints = inbox.recorded_ids(conn, bare)
-            with engines.begin_write(self._engine, durable=self._durable) as conn:
-                return _record(conn, reports, now, hints)
+    def writer(self) -> ReceiptWriter:
+        """:meth:`record` and :meth:`sweep` on one held connection, for one writer thread."""
+        return ReceiptWriter(self)
 
     def sweep(self, *, now: datetime | None = None) -> int:
         """Look for the IDs of inbox receipts that no locked lookup could settle; apply them.
@@ -366,6 +380,70 @@ class DeliveryStore:
             self._engine.connect() as c,
         ):
             return [dict(row) for row in c.execute(stmt).mappings()]
+
+
+class ReceiptWriter:
+    """:meth:`DeliveryStore.record` on a connection held across batches (one thread's).
+
+    The receiver's writer commits a batch every few milliseconds; a connection from the pool per
+    batch cost a pre-ping round trip each time (PostgreSQL, MariaDB) and two pragmas (SQLite).
+    A failed batch throws the connection away: the next one connects afresh (a restarted
+    server, a dropped link). :meth:`sweep` reads on the pool as before (outside the lock).
+    """
+
+    def __init__(self, deliveries: DeliveryStore) -> None:
+        self._deliveries = deliveries
+        self._conn: Connection | None = None
+        self._campaigns = CampaignIds()  # read again whenever a report matches nothing
+
+    def record(self, reports: Sequence[DeliveryReport]) -> list[Applied]:
+        """:meth:`DeliveryStore.record`, on the held connection."""
+        if not reports:
+            return []
+        d = self._deliveries
+        d._check(reports)
+        now = _now()
+        with engines.store_errors("recording delivery statuses", d._url):
+            hints = d._hints(reports)
+            for attempt in (1, 2):
+                conn = self._held()
+                try:
+                    with conn.begin():
+                        return _record(conn, reports, now, hints, self._campaigns)
+                except DBAPIError as exc:
+                    self._drop(broken=True)
+                    # a connection the server dropped while it sat idle (a restart, a timeout):
+                    # once more on a new one. Safe even if it was lost in COMMIT: a report
+                    # recorded already is a duplicate the second time (unique keys)
+                    if not exc.connection_invalidated or attempt == 2:
+                        raise
+                    log.info("the database closed the receiver's connection; reconnecting")
+                except BaseException:
+                    self._drop(broken=True)
+                    raise
+        raise AssertionError("unreachable")
+
+    def sweep(self) -> int:
+        """:meth:`DeliveryStore.sweep` (its own connections)."""
+        return self._deliveries.sweep()
+
+    def close(self) -> None:
+        """Give the connection back (idempotent)."""
+        self._drop(broken=False)
+
+    def _held(self) -> Connection:
+        if self._conn is None:
+            d = self._deliveries
+            self._conn = engines.hold_writer(d._engine, durable=d._durable)
+        return self._conn
+
+    def _drop(self, *, broken: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                engines.release_writer(conn, broken=broken)
+            except Exception:  # a dead connection may fail to close: it is gone either way
+                log.debug("closing the writer's connection failed", exc_info=True)
 
 
 # -- applying reports (the receiver's writer, the inbox, querymsg) -------------------------------

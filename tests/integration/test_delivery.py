@@ -24,7 +24,9 @@ from typing import Any
 import httpx
 import pytest
 from fixtures_cli import write_csv
+from fixtures_db import fresh_db_url
 from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
 
 from batch_sender.delivery import cost
 from batch_sender.delivery.callbacks import (
@@ -322,6 +324,93 @@ def test_concurrent_identical_callbacks_are_recorded_once(
     assert answers == [200] * 8
     assert len(DeliveryStore(store).events(rid)) == 1
     assert (server.stats.updated, server.stats.duplicates) == (1, 7)
+
+
+def test_a_campaign_created_while_the_receiver_runs_is_matched_at_once(
+    store: Store, receiver: Callable[..., CallbackServer]
+) -> None:
+    """The writer keeps the campaign ids its lookups name between batches; a receipt for a
+    campaign created since is looked up again with the new list, not kept as unknown."""
+    _, first = sent_campaign(store, 1, name="a")
+    server = receiver(store)
+    rid, msisdn, api = first[0]
+    answer = httpx.post(server.url, data={"apiMsgId": api, "to": msisdn, "status": "004"})
+    assert answer.text.strip() == "updated"
+    _, later = sent_campaign(store, 2, name="b", start=27822000000)
+    for (rid, msisdn, api), form in zip(
+        later,
+        [{"cliMsgId": "cli-b"}, {}],  # by cliMsgId + number; by apiMsgId among the number's rows
+        strict=True,
+    ):
+        answer = httpx.post(
+            server.url, data={"apiMsgId": api, "to": msisdn, "status": "004", **form}
+        )
+        assert (answer.status_code, answer.text.strip()) == (200, "updated")
+        assert row_of(store, rid).delivery_status == "004"
+    assert inbox_rows(store) == []
+
+
+def _kill_other_sessions(store: Store) -> int:
+    """Make the server end every other session on this test's database (as a restart does)."""
+    url = store.engine.url
+    with (
+        Store.open(url.render_as_string(hide_password=False)) as admin,
+        admin.engine.connect() as conn,
+    ):
+        if url.get_backend_name() == "postgresql":
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :app AND pid <> pg_backend_pid()"
+                ),
+                {"app": url.query["application_name"]},
+            ).scalar_one()
+        else:
+            ids = conn.execute(
+                text(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE db = :db AND id <> CONNECTION_ID()"
+                ),
+                {"db": url.database},
+            ).scalars()
+            killed = 0
+            for session in list(ids):
+                conn.execute(text(f"KILL {int(session)}"))
+                killed += 1
+    return int(killed)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_the_writer_reconnects_when_the_server_drops_its_connection(
+    kind: str, tmp_path: Path, receiver: Callable[..., CallbackServer]
+) -> None:
+    """The writer holds one connection across batches: one the server ended (a restart, an idle
+    timeout) is replaced for the next batch, and that batch is still answered 2xx, not 503."""
+    gen = fresh_db_url(kind, tmp_path)
+    url = next(gen)
+    if kind == "postgresql":
+        url = (
+            make_url(url)
+            .update_query_dict({"application_name": f"bs-writer-{os.getpid()}"})
+            .render_as_string(hide_password=False)
+        )
+    try:
+        with Store.open(url) as store:
+            _, rows = sent_campaign(store, 2)
+            server = receiver(store)
+            first = {"apiMsgId": rows[0][2], "to": rows[0][1], "status": "004"}
+            assert httpx.post(server.url, data=first).text.strip() == "updated"
+            assert _kill_other_sessions(store) >= 1  # the writer's held connection among them
+            second = {"apiMsgId": rows[1][2], "to": rows[1][1], "status": "004"}
+            answer = httpx.post(server.url, data=second, timeout=30)
+            assert (answer.status_code, answer.text.strip()) == (200, "updated")
+            again = httpx.post(server.url, data=second, timeout=30)
+            assert (again.status_code, again.text.strip()) == (200, "duplicate")
+            assert server.stats.errors == 0
+            assert [row_of(store, rid).delivery_status for rid, _, _ in rows] == ["004", "004"]
+            server.stop()
+    finally:
+        gen.close()
 
 
 def test_the_delivery_revision_downgrades_and_upgrades_keeping_recipients(store: Store) -> None:
