@@ -84,6 +84,7 @@ SCENARIOS = (
     "reference",
     "e2e_unique",
     "reference_unique",
+    "e2e_unique_auto",
     "latency_unique",
     "latency_unique_512",
     "latency_unique_auto",
@@ -92,7 +93,7 @@ SCENARIOS = (
     "staging_national",
     "dry_run",
 )
-EXTRA_SCENARIOS = ("profile", "receipts")
+EXTRA_SCENARIOS = ("profile", "receipts", "e2e_same_auto")
 RECEIPT_MESSAGES = 10_000  # messages of the receipts scenario (two receipts each)
 
 
@@ -353,6 +354,11 @@ def scenario_e2e_same(h: Harness) -> dict[str, Any]:
     return _e2e(h, "e2e_same", h.sizes.rows, SAME_TEXT)
 
 
+def scenario_e2e_same_auto(h: Harness) -> dict[str, Any]:
+    """e2e_same under ``--concurrency auto``, the default a user gets (not in the target set)."""
+    return _e2e(h, "e2e_same_auto", h.sizes.rows, SAME_TEXT, "--concurrency", "auto")
+
+
 def scenario_e2e_small(h: Harness) -> dict[str, Any]:
     """The same as e2e_same on the smaller file, for the RSS-flat comparison: sent the way
     e2e_same is (``--send-process auto`` decides by size, and a second process has its own
@@ -502,6 +508,13 @@ def scenario_e2e_unique(h: Harness) -> dict[str, Any]:
     return _e2e(h, "e2e_unique", h.sizes.unique, UNIQUE_TEMPLATE)
 
 
+def scenario_e2e_unique_auto(h: Harness) -> dict[str, Any]:
+    """e2e_unique under ``--concurrency auto`` (no latency: the round trip is the machine's)."""
+    return _e2e(
+        h, "e2e_unique_auto", h.sizes.unique, UNIQUE_TEMPLATE, "--concurrency", "auto"
+    )
+
+
 def scenario_reference_unique(h: Harness) -> dict[str, Any]:
     """Baseline (c) for distinct texts: the bare pipeline, one request per recipient, each with
     its own text, over 8 keep-alive connections (e2e_unique's rows and template)."""
@@ -523,10 +536,9 @@ def scenario_reference_unique(h: Harness) -> dict[str, Any]:
 
 
 def _latency_unique(h: Harness, name: str, *extra: str) -> dict[str, Any]:
-    """Distinct texts to a simulator answering after 200 ms, from a sending process: the
-    recipients/s of the whole send phase (first claim to last record, the ramp of ``auto``
-    included), the steady rate after the ramp, and the highest rate of any one second (from
-    the simulator's record of acceptances)."""
+    """Distinct texts to a simulator answering after 200 ms, from a sending process: from the
+    simulator's record of acceptances, the recipients/s from the first to the last (the ramp
+    of ``auto`` included), the steady rate after the ramp, and the busiest second."""
     rows = h.sizes.latency_unique
     csv = campaign_csv(h.data, rows)
     record = h.data / f"{name}.jsonl"
@@ -547,7 +559,11 @@ def _latency_unique(h: Harness, name: str, *extra: str) -> dict[str, Any]:
         result["send_recipients_s"] = round(sent / send_s, 1)
     times = recorded_times(record)
     steady = steady_rate(times)
+    span = times[-1][0] - times[0][0] if times else 0.0
     result.update(
+        # first acceptance to last: the sending alone (no start-up, staging or credit check),
+        # auto's ramp included
+        accepted_recipients_s=round(sum(n for _, n in times[:-1]) / span, 1) if span else None,
         steady_recipients_s=steady["rate"],
         steady_window_s=steady["window_s"],
         max_second=max(steady["per_second"][1:-1] or steady["per_second"], default=0),
@@ -789,27 +805,27 @@ def targets(results: dict[str, dict[str, Any]], rows: int) -> list[dict[str, Any
     )
     check("rate error <= 2%", results.get("rate", {}).get("error"), lambda v: v <= 0.02)
     bound = 256 / (UNIQUE_LATENCY_MS / 1000)
-    fixed = _rate(results, "latency_unique", "send_recipients_s")
+    fixed = _rate(results, "latency_unique", "accepted_recipients_s")
     check(
         "latency_unique: --concurrency 256 >= 0.9 x 256/0.2 s",
         fixed / bound if fixed else None,
         lambda v: v >= 0.9,
-        "send phase, ramp included",
+        "first to last acceptance",
     )
     best = max(
         (
             v
             for n in ("latency_unique", "latency_unique_512")
-            if (v := _rate(results, n, "send_recipients_s"))
+            if (v := _rate(results, n, "accepted_recipients_s"))
         ),
         default=None,
     )
-    auto = _rate(results, "latency_unique_auto", "send_recipients_s")
+    auto = _rate(results, "latency_unique_auto", "accepted_recipients_s")
     check(
         "latency_unique: auto >= 0.8 x the best fixed setting",
         auto / best if auto and best else None,
         lambda v: v >= 0.8,
-        "send phase, auto's ramp included",
+        "first to last acceptance, auto's ramp included",
     )
     peak = _rate(results, "latency_unique_rate", "peak_second_window")
     check(
@@ -936,6 +952,7 @@ def prepare(h: Harness, chosen: Sequence[str]) -> None:
         "rate": [round(RATE * s.rate_seconds / (1 - INVALID_SHARE))],
         "zeep": [s.zeep],
         "e2e_unique": [s.unique],
+        "e2e_unique_auto": [s.unique],
         "reference_unique": [s.unique],
         **{
             n: [s.latency_unique]

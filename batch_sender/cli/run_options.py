@@ -213,6 +213,7 @@ sending_options = _group(
     click.option(
         "--concurrency",
         type=ConcurrencyType(),
+        metavar=f"[1-{MAX_CONCURRENCY}|{AUTO_CONCURRENCY}]",
         default=DEFAULT_CONCURRENCY,
         show_default=True,
         help=f"Requests in flight at once: 1-{MAX_CONCURRENCY}, or 'auto': start at 8, grow while "

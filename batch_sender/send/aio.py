@@ -333,9 +333,7 @@ class LoopWorkers:
         self._loop = new_loop()
         self._stop = stop
         self._limit = limit
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="batch-sender-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="batch-sender-loop", daemon=True)
         self._thread.start()
 
         async def build() -> tuple[StopSignal, AsyncCourier, Dispatcher[Future[ChunkResult]]]:
@@ -353,6 +351,12 @@ class LoopWorkers:
 
         built = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
         self._signal, self._courier, self._dispatcher = built
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     @property
     def capacity(self) -> int:
