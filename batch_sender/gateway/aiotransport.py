@@ -13,6 +13,11 @@ any byte of the request is written; once it is written, :class:`httpx.ReadTimeou
 :class:`httpx.ReadError` or :class:`httpx.RemoteProtocolError`. An idle connection is not reused
 past ``keepalive_expiry`` seconds, nor once the server has closed it (the loop has seen its end):
 reusing it would fail after the request left.
+
+Timeouts: ``connect`` for opening a connection, ``pool`` for a free request slot, and ``read``
+for the whole answer from the moment the request is written (the threaded transport's is per
+read of the socket, so a trickling answer is cut sooner here; either way it is a lost answer,
+``unknown``). A request is one write into the loop's buffer: there is no write timeout.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ of that window saw:
   the limit doubles each window (a slow start, so that a 200 ms gateway is filled in about a
   second); after the first decrease it grows by ``√limit`` per window (additive: it does not
   compound within a window);
-* otherwise (the coordinator does not hand over chunks faster, or ``--rate`` holds them) the
-  limit stays: a limit that does not bind tells nothing, and growing it would only let a burst
-  out later.
+* otherwise the limit stays: the coordinator does not hand over chunks faster (a limit that
+  does not bind tells nothing, and growing it would only let a burst out later), or ``--rate``
+  holds them (the window's requests waited for the rate limiter, on average, more than
+  ``rate_share`` of a round trip: more in flight would only wait longer).
 
 After a decrease, the next window is only watched (its requests were mostly sent under the old
 limit). The rate limiter, not this controller, keeps the account's ``--rate``: whatever the
@@ -74,8 +75,8 @@ class Limit(Protocol):
     def pushback(self) -> None:
         """The gateway pushed back (ERR 130, 429, 503)."""
 
-    def rate_bound(self) -> None:
-        """A request waited for the rate limiter: the limit is not what holds the run back."""
+    def rate_bound(self, delay: float) -> None:
+        """A request waited ``delay`` seconds for the rate limiter."""
 
 
 class Fixed:
@@ -94,7 +95,7 @@ class Fixed:
     def pushback(self) -> None:
         pass
 
-    def rate_bound(self) -> None:
+    def rate_bound(self, delay: float) -> None:
         pass
 
 
@@ -109,6 +110,8 @@ class AimdSettings:
     slack: float = 0.005  # seconds (on loopback a round trip is a fraction of a millisecond)
     min_window: float = 0.1  # seconds: the shortest window
     baseline_windows: int = 50  # the baseline is the lowest round trip of this many windows
+    #: rate-bound: the mean wait for the rate limiter is over this share of the mean round trip
+    rate_share: float = 0.1
 
 
 class Aimd:
@@ -132,7 +135,7 @@ class Aimd:
         self._low = math.inf
         self._binding = 0
         self._pushed = False
-        self._rate_bound = False
+        self._rate_waits = 0.0
         self._open(clock())
 
     @property
@@ -157,8 +160,8 @@ class Aimd:
         self._pushed = True
         self._tick()
 
-    def rate_bound(self) -> None:
-        self._rate_bound = True
+    def rate_bound(self, delay: float) -> None:
+        self._rate_waits += delay
 
     def _open(self, now: float) -> None:
         self._started = now
@@ -167,7 +170,7 @@ class Aimd:
         self._low = math.inf
         self._binding = 0
         self._pushed = False
-        self._rate_bound = False
+        self._rate_waits = 0.0
 
     def _tick(self) -> None:
         now = self._clock()
@@ -192,7 +195,11 @@ class Aimd:
             self._decrease(s.backoff)
         elif mean is not None and baseline is not None and mean > baseline * s.tolerance + s.slack:
             self._decrease(s.latency_backoff)
-        elif self._rate_bound or self._count == 0 or self._binding * 2 < self._count:
+        elif (
+            mean is None
+            or self._binding * 2 < self._count
+            or self._rate_waits / self._count > s.rate_share * mean
+        ):
             return  # the limit did not hold the run back: nothing to learn from this window
         elif self.slow_start:
             self._limit = min(s.maximum, self._limit * 2)

@@ -106,7 +106,7 @@ class Monitor:
     def failed(self, exc: BaseException, rtt: float) -> None:
         pass
 
-    def rate_waited(self) -> None:
+    def rate_waited(self, delay: float) -> None:
         pass
 
     def paused(self) -> None:
@@ -201,7 +201,7 @@ class AsyncCourier(Rules):
     async def _rate_local(self, units: int) -> None:
         delay = self._limiter.acquire(units)
         if delay > 0:
-            self.monitor.rate_waited()
+            self.monitor.rate_waited(delay)
             await self._signal.sleep(delay)
 
     async def _rate_blocking(self, units: int) -> None:
@@ -210,7 +210,7 @@ class AsyncCourier(Rules):
         loop = asyncio.get_running_loop()
         delay = await loop.run_in_executor(self._executor, self._limiter.acquire, units)
         if delay > 0:
-            self.monitor.rate_waited()
+            self.monitor.rate_waited(delay)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -296,8 +296,8 @@ class Dispatcher(Monitor, Generic[Token]):
             self._limit.pushback()
             self._changed()
 
-    def rate_waited(self) -> None:
-        self._limit.rate_bound()
+    def rate_waited(self, delay: float) -> None:
+        self._limit.rate_bound(delay)
 
     def paused(self) -> None:
         self._limit.pushback()

@@ -157,7 +157,11 @@ class _Outbox:
         self._lock = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        data = memoryview(pickle.dumps(message, _PROTOCOL))
+        self.write(pickle.dumps(message, _PROTOCOL))
+
+    def write(self, pickled: bytes) -> None:
+        """Write pickled messages, whole."""
+        data = memoryview(pickled)
         with self._lock:
             if self._stream.closed:  # never write to a descriptor number reused since
                 raise ValueError("write to a closed pipe")
@@ -167,6 +171,46 @@ class _Outbox:
     def close(self) -> None:
         with self._lock:
             self._stream.close()
+
+
+class _Behind:
+    """The child's outbox: each message pickled by its sender (so that one that does not pickle
+    fails there), written by a thread of its own, as many at once as are waiting. The event
+    loop never blocks on a full pipe (the parent reads on a thread that shares a GIL with its
+    coordinator), and the parent gets several answers per read."""
+
+    def __init__(self, outbox: _Outbox, gone: Callable[[], None]) -> None:
+        self._outbox = outbox
+        self._gone = gone
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="batch-sender-outbox", daemon=True)
+        self._thread.start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._queue.put(pickle.dumps(message, _PROTOCOL))
+
+    def close(self) -> None:
+        """Write what is waiting, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        end = False
+        while not end:
+            item = self._queue.get()
+            if item is None:
+                return
+            parts = [item]
+            while not self._queue.empty():
+                more = self._queue.get()
+                if more is None:
+                    end = True
+                    break
+                parts.append(more)
+            try:
+                self._outbox.write(b"".join(parts))
+            except (OSError, ValueError):
+                self._gone()
 
 
 class ProcessWorkers:
@@ -342,15 +386,14 @@ def child_main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = sys.stdin.buffer
-    outbox = _Outbox(sys.stdout.buffer)
 
-    def send(message: tuple[Any, ...]) -> None:
-        try:
-            outbox.send(message)
-        except (OSError, ValueError):
-            # the parent is gone (killed, or its pipe closed): nobody is left to answer, and a
-            # traceback per thread would only fill the cron mail
-            os._exit(0)
+    def gone() -> None:
+        # the parent is gone (killed, or its pipe closed): nobody is left to answer, and a
+        # traceback per thread would only fill the cron mail
+        os._exit(0)
+
+    outbox = _Behind(_Outbox(sys.stdout.buffer), gone)
+    send = outbox.send
 
     sys.stdout = sys.stderr  # nothing but our messages may reach the parent's pipe
 
@@ -364,6 +407,7 @@ def child_main() -> int:
     kind, spec = pickle.load(inbox)
     if kind != "spec" or not isinstance(spec, CourierSpec):
         log.error("the sending process expected its spec first, got %r", kind)
+        outbox.close()
         return 2
     ours.setLevel(spec.log_level)
 
@@ -388,6 +432,7 @@ def child_main() -> int:
             send=send,
             drain_timeout=CHILD_DRAIN_TIMEOUT,
         )
+    outbox.close()
     return 0
 
 

@@ -57,12 +57,25 @@ def test_a_limit_that_does_not_bind_does_not_grow():
 
 
 def test_a_rate_limited_run_holds_its_limit():
+    """Requests that wait for --rate over a tenth of a round trip: more in flight would wait."""
     clock = Clock()
     aimd = Aimd(AimdSettings(start=8), clock=clock)
     for _ in range(5):
-        aimd.rate_bound()
+        for _ in range(11):
+            aimd.rate_bound(0.03)  # 30 ms each, of a 200 ms round trip
         window(aimd, clock, 0.2)
     assert aimd.limit == 8
+
+
+def test_the_rate_limiters_spacing_of_a_burst_is_not_a_bound():
+    """A burst of 8 at --rate 800 leaves 1.25 ms apart: waits of a few ms, not a bound."""
+    clock = Clock()
+    aimd = Aimd(AimdSettings(start=8), clock=clock)
+    for _ in range(3):
+        for i in range(11):
+            aimd.rate_bound(i * 0.00125)
+        window(aimd, clock, 0.2)
+    assert aimd.limit == 64
 
 
 def test_pushback_halves_then_the_next_window_is_only_watched_then_growth_is_additive():
@@ -166,6 +179,7 @@ def test_limit_for_reads_the_option():
     assert isinstance(fixed, Fixed) and fixed.limit == 256
     fixed.pushback()
     fixed.observe(9.0, binding=True)
+    fixed.rate_bound(1.0)
     assert fixed.limit == 256
     with pytest.raises(ValueError):
         limit_for(0)
