@@ -23,7 +23,12 @@ from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 from batch_sender import control, prepare, windows
-from batch_sender.config import SEND_PROCESS_MIN_ROWS, GatewaySettings, RunSettings
+from batch_sender.config import (
+    AUTO_THREADS,
+    SEND_PROCESS_MIN_ROWS,
+    GatewaySettings,
+    RunSettings,
+)
 from batch_sender.delivery import cost
 from batch_sender.errors import (
     EXIT_FAILURES,
@@ -183,6 +188,14 @@ def _message_identity(settings: RunSettings) -> dict[str, object]:
     if not message["smart_encoding"]:  # absent when off: earlier campaigns still match
         del message["smart_encoding"]
     return message
+
+
+def threads_for(settings: RunSettings) -> int:
+    """Connections of the run's blocking client: its threads' requests in flight when couriers
+    cannot go on an event loop (``--concurrency auto``: ``AUTO_THREADS``)."""
+    if isinstance(settings.concurrency, int):
+        return settings.concurrency
+    return AUTO_THREADS
 
 
 def open_client(gateway: GatewaySettings, *, max_connections: int) -> GatewayClient:

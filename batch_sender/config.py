@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "AUTO_CONCURRENCY",
+    "AUTO_THREADS",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_CONCURRENCY",
     "DB_FILE_NAME",
@@ -18,6 +20,7 @@ __all__ = [
     "DEFAULT_STOP_KEYWORDS",
     "DEFAULT_MAX_WAIT",
     "MAX_CHUNK_SIZE",
+    "MAX_CONCURRENCY",
     "PARAM_NAMES",
     "PARAM_RULES",
     "SEND_PROCESS_MIN_ROWS",
@@ -33,7 +36,12 @@ DB_FILE_NAME = "batch_sender.db"
 DEFAULT_GATEWAY_URL = "https://api.clickatell.com/soap/document_literal/webservice"
 DEFAULT_CHUNK_SIZE = 100  # recipients per sendmsg request
 MAX_CHUNK_SIZE = 300  # the SOAP API's limit of <to> elements per request
-DEFAULT_CONCURRENCY = 4  # requests in flight
+#: ``--concurrency auto``: requests in flight found as the run goes (``send.adaptive``)
+AUTO_CONCURRENCY = "auto"
+DEFAULT_CONCURRENCY = AUTO_CONCURRENCY  # requests in flight
+MAX_CONCURRENCY = 1024  # the most requests in flight, fixed or auto
+#: sending threads under ``auto`` when the client cannot go on an event loop (a test transport)
+AUTO_THREADS = 8
 DEFAULT_MAX_WAIT = 3600.0  # seconds: the longest ERR 130 pause before the run stops instead
 DEFAULT_MAX_ATTEMPTS = 6  # tries of one request on retryable errors
 DEFAULT_MAX_PARTS = 35  # the gateway's ceiling on message parts (concat)
@@ -123,7 +131,7 @@ class RunSettings:
     country_column: str | None = None  # a column with each row's region code (--country: default)
     message: MessageOptions = MessageOptions()
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int | str = DEFAULT_CONCURRENCY  # 1-MAX_CONCURRENCY or AUTO_CONCURRENCY
     rate: float | None = None  # message parts per second, account-wide; None: unlimited
     max_wait: float = DEFAULT_MAX_WAIT
     max_attempts: int = DEFAULT_MAX_ATTEMPTS

@@ -62,6 +62,10 @@ INVALID_SHARE = 0.01  # unusable numbers in the generated data
 CHUNK = 100  # recipients per request
 CONCURRENCY = 8  # requests in flight
 LATENCY_MS = 50.0  # simulator latency in the latency-bound scenario
+#: latency_unique*: distinct texts (one request per recipient) to a gateway 200 ms away
+UNIQUE_LATENCY_MS = 200.0
+UNIQUE_LATENCY_ROWS = 20_000  # about 15 s at 256 / 0.2 s
+UNIQUE_LATENCY_RATE = 800.0  # latency_unique_rate: auto under an account rate below the bound
 RATE = 500.0  # messages per second in the rate scenario
 RSS_SAMPLE_S = 0.05  # seconds between samples of the process tree's resident memory
 RAMP = 2.0  # seconds excluded at the start of a recorded run (ramp, first burst)
@@ -80,11 +84,16 @@ SCENARIOS = (
     "reference",
     "e2e_unique",
     "reference_unique",
+    "e2e_unique_auto",
+    "latency_unique",
+    "latency_unique_512",
+    "latency_unique_auto",
+    "latency_unique_rate",
     "staging",
     "staging_national",
     "dry_run",
 )
-EXTRA_SCENARIOS = ("profile", "receipts")
+EXTRA_SCENARIOS = ("profile", "receipts", "e2e_same_auto")
 RECEIPT_MESSAGES = 10_000  # messages of the receipts scenario (two receipts each)
 
 
@@ -100,12 +109,15 @@ class Sizes:
     naive_raw: int
     zeep: int
     unique: int
+    latency_unique: int
 
     @classmethod
     def for_run(cls, rows: int, quick: bool) -> Sizes:
         """Full sizes, or the smoke-run sizes of ``--quick``."""
         if quick:
-            return cls(rows, max(rows // 10, 1000), 40_000, 6.0, 50, 300, rows, min(rows, 20_000))
+            return cls(
+                rows, max(rows // 10, 1000), 40_000, 6.0, 50, 300, rows, min(rows, 20_000), 6_000
+            )
         bound = CONCURRENCY * CHUNK / (LATENCY_MS / 1000)
         return cls(
             rows,
@@ -116,6 +128,7 @@ class Sizes:
             2000,
             min(rows, 200_000),
             min(rows, UNIQUE_ROWS),
+            UNIQUE_LATENCY_ROWS,
         )
 
 
@@ -341,6 +354,11 @@ def scenario_e2e_same(h: Harness) -> dict[str, Any]:
     return _e2e(h, "e2e_same", h.sizes.rows, SAME_TEXT)
 
 
+def scenario_e2e_same_auto(h: Harness) -> dict[str, Any]:
+    """e2e_same under ``--concurrency auto``, the default a user gets (not in the target set)."""
+    return _e2e(h, "e2e_same_auto", h.sizes.rows, SAME_TEXT, "--concurrency", "auto")
+
+
 def scenario_e2e_small(h: Harness) -> dict[str, Any]:
     """The same as e2e_same on the smaller file, for the RSS-flat comparison: sent the way
     e2e_same is (``--send-process auto`` decides by size, and a second process has its own
@@ -490,6 +508,13 @@ def scenario_e2e_unique(h: Harness) -> dict[str, Any]:
     return _e2e(h, "e2e_unique", h.sizes.unique, UNIQUE_TEMPLATE)
 
 
+def scenario_e2e_unique_auto(h: Harness) -> dict[str, Any]:
+    """e2e_unique under ``--concurrency auto`` (no latency: the round trip is the machine's)."""
+    return _e2e(
+        h, "e2e_unique_auto", h.sizes.unique, UNIQUE_TEMPLATE, "--concurrency", "auto"
+    )
+
+
 def scenario_reference_unique(h: Harness) -> dict[str, Any]:
     """Baseline (c) for distinct texts: the bare pipeline, one request per recipient, each with
     its own text, over 8 keep-alive connections (e2e_unique's rows and template)."""
@@ -508,6 +533,93 @@ def scenario_reference_unique(h: Harness) -> dict[str, Any]:
     result["rows_s"] = round(rows / m.wall_s, 1)
     result["simulator_cpu_s"] = round(sim_cpu, 2)
     return result
+
+
+def _latency_unique(h: Harness, name: str, *extra: str) -> dict[str, Any]:
+    """Distinct texts to a simulator answering after 200 ms, from a sending process: from the
+    simulator's record of acceptances, the recipients/s from the first to the last (the ramp
+    of ``auto`` included), the steady rate after the ramp, and the busiest second."""
+    rows = h.sizes.latency_unique
+    csv = campaign_csv(h.data, rows)
+    record = h.data / f"{name}.jsonl"
+    record.unlink(missing_ok=True)
+    options = ("--latency-ms", f"{UNIQUE_LATENCY_MS:g}", "--record", str(record))
+    with simulator(*options, log=h.log) as sim:
+        cpu0 = sim.cpu_s()
+        m, summary = h.batch_sender(
+            name, csv, sim.url, "--send-process", "always", *extra, text=UNIQUE_TEMPLATE
+        )
+        sim_cpu = sim.cpu_s() - cpu0
+    sent = summary["counts"].get("sent", 0)
+    result = figures(m, rows=rows, recipients=sent, requests=summary["requests"])
+    result["simulator_cpu_s"] = round(sim_cpu, 2)
+    send_s = _send_seconds(h.log)
+    if send_s:
+        result["send_s"] = send_s
+        result["send_recipients_s"] = round(sent / send_s, 1)
+    times = recorded_times(record)
+    steady = steady_rate(times)
+    span = times[-1][0] - times[0][0] if times else 0.0
+    result.update(
+        # first acceptance to last: the sending alone (no start-up, staging or credit check),
+        # auto's ramp included
+        accepted_recipients_s=round(sum(n for _, n in times[:-1]) / span, 1) if span else None,
+        steady_recipients_s=steady["rate"],
+        steady_window_s=steady["window_s"],
+        max_second=max(steady["per_second"][1:-1] or steady["per_second"], default=0),
+        per_second=steady["per_second"],
+        peak_second_window=_peak_rate(times, 1.0),
+        # parts: what --rate counts; over any 1 s and any 5 s (a stall of either process, the
+        # sender's or the simulator's, lets what was due during it arrive together after it)
+        peak_parts_second=_peak_rate(parts := recorded_parts(record), 1.0),
+        peak_parts_5s=_peak_rate(parts, 5.0),
+        parts_s=round(sum(n for _, n in parts[:-1]) / (parts[-1][0] - parts[0][0]), 1)
+        if len(parts) > 1
+        else None,
+        options=list(extra),
+    )
+    return result
+
+
+def recorded_parts(record: Path) -> list[tuple[float, int]]:
+    """(time, message parts) per accepted message, from the simulator's ``--record`` file:
+    what ``--rate`` counts."""
+    with record.open(encoding="utf-8") as f:
+        return sorted((m["time"], m["parts"]) for m in map(json.loads, f))
+
+
+def _peak_rate(times: list[tuple[float, int]], window: float) -> float:
+    """The most messages accepted within any ``window`` seconds (a sliding window), per second."""
+    best, lo, inside = 0, 0, 0
+    for t, n in times:
+        inside += n
+        while times[lo][0] <= t - window:
+            inside -= times[lo][1]
+            lo += 1
+        best = max(best, inside)
+    return best / window
+
+
+def scenario_latency_unique(h: Harness) -> dict[str, Any]:
+    """``--concurrency 256``: the target is 0.9 × 256 / 0.2 s = 1,152 recipients/s."""
+    return _latency_unique(h, "latency_unique", "--concurrency", "256")
+
+
+def scenario_latency_unique_512(h: Harness) -> dict[str, Any]:
+    """``--concurrency 512``: is more in flight any faster here (the best fixed setting)?"""
+    return _latency_unique(h, "latency_unique_512", "--concurrency", "512")
+
+
+def scenario_latency_unique_auto(h: Harness) -> dict[str, Any]:
+    """``--concurrency auto``, not told the latency."""
+    return _latency_unique(h, "latency_unique_auto", "--concurrency", "auto")
+
+
+def scenario_latency_unique_rate(h: Harness) -> dict[str, Any]:
+    """``auto`` under ``--rate 800``: the account's rate is never exceeded."""
+    return _latency_unique(
+        h, "latency_unique_rate", "--concurrency", "auto", "--rate", f"{UNIQUE_LATENCY_RATE:g}"
+    )
 
 
 def scenario_staging(h: Harness, *, country: str | None = None) -> dict[str, Any]:
@@ -707,6 +819,36 @@ def targets(results: dict[str, dict[str, Any]], rows: int) -> list[dict[str, Any
         lambda v: v >= 0.9,
     )
     check("rate error <= 2%", results.get("rate", {}).get("error"), lambda v: v <= 0.02)
+    bound = 256 / (UNIQUE_LATENCY_MS / 1000)
+    fixed = _rate(results, "latency_unique", "accepted_recipients_s")
+    check(
+        "latency_unique: --concurrency 256 >= 0.9 x 256/0.2 s",
+        fixed / bound if fixed else None,
+        lambda v: v >= 0.9,
+        "first to last acceptance",
+    )
+    best = max(
+        (
+            v
+            for n in ("latency_unique", "latency_unique_512")
+            if (v := _rate(results, n, "accepted_recipients_s"))
+        ),
+        default=None,
+    )
+    auto = _rate(results, "latency_unique_auto", "accepted_recipients_s")
+    check(
+        "latency_unique: auto >= 0.8 x the best fixed setting",
+        auto / best if auto and best else None,
+        lambda v: v >= 0.8,
+        "first to last acceptance, auto's ramp included",
+    )
+    peak = _rate(results, "latency_unique_rate", "peak_parts_5s")
+    check(
+        f"latency_unique: auto never exceeds --rate {UNIQUE_LATENCY_RATE:g}",
+        peak / UNIQUE_LATENCY_RATE if peak else None,
+        lambda v: v <= 1.02,
+        "the busiest 5 s of message parts accepted / rate",
+    )
     check("batch-sender / naive loop (a) >= 100", ratio("naive"), lambda v: v >= 100)
     check(
         "batch-sender / naive over http.client (a') >= 100",
@@ -825,7 +967,13 @@ def prepare(h: Harness, chosen: Sequence[str]) -> None:
         "rate": [round(RATE * s.rate_seconds / (1 - INVALID_SHARE))],
         "zeep": [s.zeep],
         "e2e_unique": [s.unique],
+        "e2e_unique_auto": [s.unique],
         "reference_unique": [s.unique],
+        **{
+            n: [s.latency_unique]
+            for n in SCENARIOS
+            if n.startswith("latency_unique")
+        },
         "profile": [min(PROFILE_ROWS, s.rows)],
     }
     for rows in sorted({n for name in chosen for n in needed.get(name, [s.rows])}):

@@ -190,7 +190,7 @@ def _pairs(values: tuple[str, ...], option: str, what: str) -> list[tuple[str, s
 
 
 _FAULT_HELP = (
-    "http_503, http_500, soap_fault, err_901 (nothing accepted); drop_before (closed "
+    "http_503, http_429, http_500, soap_fault, err_901 (nothing accepted); drop_before (closed "
     "unanswered, nothing accepted); drop_after, http_502_after, http_504_after (accepted, then "
     "the connection closes or a proxy's error page); slow (accepted at once, answered "
     "--slow-seconds late); slow_accept (held --slow-seconds before it is accepted: querymsg "

@@ -125,7 +125,7 @@ def run(
     to_column: str,
     delimiter: str | None,
     chunk_size: int,
-    concurrency: int,
+    concurrency: int | str,
     send_process: str,
     rate: float | None,
     max_wait: float,
@@ -323,7 +323,7 @@ def _send(
             chosen = campaign.choose_name(store, source, settings, new=naming == "new")
             settings = dataclasses.replace(settings, name=chosen)
         client = stack.enter_context(
-            campaign.open_client(gateway, max_connections=settings.concurrency)
+            campaign.open_client(gateway, max_connections=campaign.threads_for(settings))
         )
         stop = threading.Event()
         stack.enter_context(_signals(stop))

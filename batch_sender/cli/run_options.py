@@ -15,6 +15,7 @@ import click
 
 from batch_sender.cli.common import LOG_FORMATS
 from batch_sender.config import (
+    AUTO_CONCURRENCY,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_DB_RETRY,
@@ -24,6 +25,7 @@ from batch_sender.config import (
     DEFAULT_MAX_PROCESSING,
     DEFAULT_MAX_WAIT,
     MAX_CHUNK_SIZE,
+    MAX_CONCURRENCY,
     PARAM_NAMES,
     PARAM_RULES,
     SEND_PROCESS_MIN_ROWS,
@@ -31,6 +33,7 @@ from batch_sender.config import (
 )
 
 __all__ = [
+    "ConcurrencyType",
     "message_options",
     "number_options",
     "output_options",
@@ -181,6 +184,23 @@ number_options = _group(
 )
 
 
+class ConcurrencyType(click.ParamType):  # type: ignore[type-arg]
+    """``--concurrency``: a number of requests in flight, or ``auto``."""
+
+    name = f"1-{MAX_CONCURRENCY}|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() == AUTO_CONCURRENCY:
+            return AUTO_CONCURRENCY
+        try:
+            number = int(value) if not isinstance(value, bool | float) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not 1 <= number <= MAX_CONCURRENCY:
+            self.fail(f"{value!r} is not {AUTO_CONCURRENCY!r} or 1-{MAX_CONCURRENCY}", param, ctx)
+        return number
+
+
 #: How fast and how carefully requests go out, and what is resent.
 sending_options = _group(
     click.option(
@@ -192,10 +212,13 @@ sending_options = _group(
     ),
     click.option(
         "--concurrency",
-        type=click.IntRange(1, 64),
+        type=ConcurrencyType(),
+        metavar=f"[1-{MAX_CONCURRENCY}|{AUTO_CONCURRENCY}]",
         default=DEFAULT_CONCURRENCY,
         show_default=True,
-        help="Requests in flight at once.",
+        help=f"Requests in flight at once: 1-{MAX_CONCURRENCY}, or 'auto': start at 8, grow while "
+        "the gateway keeps up, back off when it pushes back (ERR 130, HTTP 429/503) or its "
+        "round trip rises; --rate is kept either way.",
     ),
     click.option(
         "--send-process",

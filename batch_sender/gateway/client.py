@@ -241,11 +241,12 @@ class GatewayClient:
         without ``To:``, the same non-destination code for every number, or such a code for a
         single number) raises the exception of its class (:func:`errors.gateway_error_for_code`).
         """
-        if isinstance(to, str):
-            to = (to,)
-        params = {**message_params(message), "to": to, "climsgid": climsgid}
-        log.debug("sendmsg to %d numbers (climsgid %s)", len(to), climsgid)
-        receipts = self._with_session("sendmsg", params, lambda lines: _receipts(to, lines))
+        to, params = sendmsg_params(to, message, climsgid)
+        receipts = self._with_session("sendmsg", params, sendmsg_receipts(to))
+        return self.clean_receipts(receipts)
+
+    def clean_receipts(self, receipts: list[Receipt]) -> list[Receipt]:
+        """``receipts`` with every known secret blanked out of their error descriptions."""
         if any(r.error_description for r in receipts):  # the gateway's words: no secret in them
             clean = self._redactor.optional
             receipts = [
@@ -312,13 +313,30 @@ class GatewayClient:
         try:
             return self._call(operation, {"session_id": session, **params}, read)
         except (errors.SessionExpired, errors.RunStopped) as exc:
-            if exc.code not in _REAUTH_CODES:
+            if not self.session_ended(exc, session, operation):
                 raise
-            log.info(
-                "gateway session ended (ERR %s on %s): authenticating again", exc.code, operation
-            )
-            self._forget(session)
         return self._call(operation, {"session_id": self._session(), **params}, read)
+
+    def session_ended(self, exc: errors.GatewayError, session: str, operation: str) -> bool:
+        """Whether ``exc`` (of a call made with ``session``) says "authenticate again"; if so,
+        ``session`` is forgotten and the caller repeats the call once with a new one."""
+        if exc.code not in _REAUTH_CODES:
+            return False
+        log.info("gateway session ended (ERR %s on %s): authenticating again", exc.code, operation)
+        self._forget(session)
+        return True
+
+    def current_session(self) -> str | None:
+        """The session ID now held, or None (the next :meth:`session` authenticates)."""
+        return self._session_id
+
+    def session(self) -> str:
+        """The current session ID, authenticating first if there is none (blocks)."""
+        return self._session()
+
+    def redact(self, exc: errors.GatewayError) -> None:
+        """Blank every known secret out of ``exc`` (its message and description), in place."""
+        self._redactor.exception(exc)
 
     def _call(
         self, operation: str, params: Mapping[str, object], read: Callable[[list[str]], T]
@@ -410,48 +428,90 @@ class _Direct:
         cls, transport: KeepAliveTransport, url: str, timeout: httpx.Timeout
     ) -> _Direct | None:
         """None when the URL needs httpx (credentials in it: basic auth; not http(s))."""
-        parsed = httpx.URL(url)
-        if parsed.userinfo or parsed.scheme not in DEFAULT_PORTS:
+        target = direct_target(url)
+        if target is None:
             return None
-        head = (
-            ("Host", parsed.netloc.decode("ascii")),
-            ("Accept", "*/*"),
-            ("Connection", "keep-alive"),
-            ("User-Agent", f"python-httpx/{httpx.__version__}"),
-            ("Content-Type", CONTENT_TYPE),
-        )
-        key = (parsed.scheme, parsed.host, parsed.port or DEFAULT_PORTS[parsed.scheme])
-        return cls(transport, key, parsed.raw_path.decode("ascii"), head, timeout.as_dict())
+        key, path, head = target
+        return cls(transport, key, path, head, timeout.as_dict())
 
     def post(self, operation: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
         """``(status, headers, body)`` of one POST; httpx's exceptions for failures."""
         headers = (
             *self.head,
-            ("SOAPAction", _soap_action_header(operation)),
+            ("SOAPAction", soap_action_header(operation)),
             ("Content-Length", str(len(body))),
         )
         status, _, raw, content = self.transport.exchange(
             self.key, "POST", self.target, headers, body, self.timeout
         )
-        found = {name.lower(): value for name, value in raw}  # (what _returns reads)
-        if found.get("content-encoding", "identity").strip().lower() != "identity":
-            # not asked for, but decoded (and size-checked) as httpx would
-            response = httpx.Response(status, headers=raw, stream=httpx.ByteStream(content))
-            content = _read_limited(response)
-        elif len(content) > wire.MAX_BODY_BYTES:
-            raise errors.ProtocolError(f"answer over {wire.MAX_BODY_BYTES} bytes refused")
-        return status, found, content
+        return answer(status, raw, content)
+
+
+def direct_target(
+    url: str,
+) -> tuple[tuple[str, str, int], str, tuple[tuple[str, str], ...]] | None:
+    """``(origin, path, headers)`` of a POST to ``url`` without httpx: the headers httpx would
+    send (``Host`` first) but ``Accept-Encoding``; None when the URL needs httpx (credentials
+    in it, sent as basic auth; a scheme other than http(s))."""
+    parsed = httpx.URL(url)
+    if parsed.userinfo or parsed.scheme not in DEFAULT_PORTS:
+        return None
+    head = (
+        ("Host", parsed.netloc.decode("ascii")),
+        ("Accept", "*/*"),
+        ("Connection", "keep-alive"),
+        ("User-Agent", f"python-httpx/{httpx.__version__}"),
+        ("Content-Type", CONTENT_TYPE),
+    )
+    key = (parsed.scheme, parsed.host, parsed.port or DEFAULT_PORTS[parsed.scheme])
+    return key, parsed.raw_path.decode("ascii"), head
+
+
+def proxy_configured() -> bool:
+    """Whether the environment names a proxy, which httpx honours and our transports would not."""
+    return any(
+        name.lower().endswith("_proxy") and name.lower() != "no_proxy" for name in os.environ
+    )
+
+def answer(
+    status: int, raw: Sequence[tuple[str, str]], content: bytes
+) -> tuple[int, Mapping[str, str], bytes]:
+    """An answer as :func:`_returns` reads it: headers by lower-case name, the body decoded and
+    size-checked as httpx would (answers come uncompressed unless a server insists)."""
+    found = {name.lower(): value for name, value in raw}  # (what _returns reads)
+    if found.get("content-encoding", "identity").strip().lower() != "identity":
+        # not asked for, but decoded (and size-checked) as httpx would
+        response = httpx.Response(status, headers=list(raw), stream=httpx.ByteStream(content))
+        content = _read_limited(response)
+    elif len(content) > wire.MAX_BODY_BYTES:
+        raise errors.ProtocolError(f"answer over {wire.MAX_BODY_BYTES} bytes refused")
+    return status, found, content
+
+
+def sendmsg_params(
+    to: Sequence[str], message: Message, climsgid: str | None
+) -> tuple[Sequence[str], dict[str, object]]:
+    """The numbers (one string is one number) and the elements of one ``sendmsg``."""
+    if isinstance(to, str):
+        to = (to,)
+    log.debug("sendmsg to %d numbers (climsgid %s)", len(to), climsgid)
+    return to, {**message_params(message), "to": to, "climsgid": climsgid}
+
+
+def sendmsg_receipts(to: Sequence[str]) -> Callable[[list[str]], list[Receipt]]:
+    """How a ``sendmsg`` answer to ``to`` is read (request-level errors raised: see sendmsg)."""
+    return lambda lines: _receipts(to, lines)
 
 
 @functools.lru_cache(maxsize=64)
-def _soap_action_header(operation: str) -> str:
+def soap_action_header(operation: str) -> str:
     return f'"{wire.soap_action(operation)}"'
 
 
 def _default_transport(max_connections: int) -> httpx.BaseTransport | None:
     """Keep-alive over ``http.client`` (see ``transport``); None, httpx's own, when a proxy is
     configured in the environment, which httpx honours and ``http.client`` would not."""
-    if any(name.lower().endswith("_proxy") and name.lower() != "no_proxy" for name in os.environ):
+    if proxy_configured():
         return None
     return KeepAliveTransport(
         keepalive_expiry=KEEPALIVE_EXPIRY,

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from batch_sender.config import MessageOptions
+from batch_sender.config import AUTO_THREADS, MAX_CONCURRENCY, MessageOptions
 from batch_sender.errors import DatabaseLost, GatewayError, OutcomeUnknown, RunStopped, StoreError
 from batch_sender.gateway import GatewayClient
 from batch_sender.send import leases
+from batch_sender.send.adaptive import AUTO, AimdSettings, limit_for
+from batch_sender.send.aio import LoopWorkers
 from batch_sender.send.backlog import DEFAULT_DB_RETRY, Backlog, Batch
 from batch_sender.send.courier import ChunkResult, Courier, all_outcomes, outcomes_for
 from batch_sender.send.pool import (
@@ -106,7 +108,7 @@ class Sender:
         campaign_id: int,
         options: MessageOptions,
         chunk_size: int,
-        concurrency: int,
+        concurrency: int | str,
         limiter: RateLimiter,
         max_attempts: int,
         max_wait: float,
@@ -131,11 +133,21 @@ class Sender:
         self._store = store
         self._campaign_id = campaign_id
         self._chunk_size = chunk_size
-        self._concurrency = concurrency
+        #: requests in flight: fixed, or "auto" (``adaptive``); the pool says how many it
+        #: allows now (``Workers.capacity``), this is the figure before it starts
+        self._concurrency_setting = concurrency
+        self._concurrency = AimdSettings().start if concurrency == AUTO else int(concurrency)
+        self._client = client
+        self._limiter = limiter
         self._stop = stop
         self._worker = worker or leases.worker_id()
         self._progress_cb = progress
         self._process = process
+        self._options = options
+        self._max_attempts = max_attempts
+        self._max_wait = max_wait
+        self._backoff_scale = backoff_scale
+        self._sleep = sleep  # a test's recorder: couriers on threads, which call it
         self._courier = Courier(
             client=client,
             options=options,
@@ -183,7 +195,21 @@ class Sender:
             except WorkerProcessError as exc:
                 log.warning("%s: sending from this process's threads instead", exc)
                 self._process = None
-        return ThreadWorkers(self._concurrency, self._courier)
+        if self._client.spec() is not None and self._sleep is None:  # on an event loop
+            c = self._courier
+            return LoopWorkers(
+                client=self._client,
+                limit=limit_for(self._concurrency_setting),
+                options=self._options,
+                limiter=self._limiter,
+                max_attempts=self._max_attempts,
+                max_wait=self._max_wait,
+                stop=c.stop,
+                backoff_scale=self._backoff_scale,
+                max_connections=MAX_CONCURRENCY,
+            )
+        threads = AUTO_THREADS if self._concurrency_setting == AUTO else self._concurrency
+        return ThreadWorkers(threads, self._courier)  # a test's transport: threads
 
     # --- coordinator -------------------------------------------------------------------------
 
@@ -202,7 +228,8 @@ class Sender:
                 self._fence()
                 if backlog.failing:
                     self._mend()
-                room = self._concurrency * depth - len(in_flight)
+                capacity = pool.capacity if pool is not None else self._concurrency
+                room = capacity * depth - len(in_flight)
                 if (
                     self._halt is not None
                     and self._halted is None
@@ -222,7 +249,7 @@ class Sender:
                 if (
                     not exhausted
                     and not self._stop.is_set()
-                    and room >= self._concurrency
+                    and room >= capacity
                     and backlog.may_claim()
                 ):
                     # claim in batches, once a worker's worth of room is free: one transaction

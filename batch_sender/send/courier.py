@@ -30,7 +30,7 @@ from batch_sender.send.ratelimit import PauseGate, RateLimiter
 from batch_sender.states import Status
 from batch_sender.store import Chunk, Outcome, SentOutcomes
 
-__all__ = ["ChunkResult", "Courier", "all_outcomes", "outcomes_for"]
+__all__ = ["ChunkResult", "Courier", "Job", "Rules", "all_outcomes", "outcomes_for"]
 
 log = logging.getLogger(__name__)
 
@@ -127,28 +127,35 @@ def all_outcomes(chunk: Chunk, status: Status, exc: GatewayError) -> tuple[Outco
     )
 
 
-class Courier:
-    """Send chunks with one gateway client under one sending policy; share it between threads."""
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One chunk as its requests carry it."""
+
+    numbers: list[str]
+    message: Message
+    units: int  # message parts: what the rate limiter counts
+    released: tuple[int, ...]  # every row of the chunk, for when it is handed back
+
+
+class Rules:
+    """What a courier does with each answer and each error: shared by the threads' courier
+    (:class:`Courier`) and the event loop's (``send.aio.AsyncCourier``), which differ only in
+    how they wait and send. One decision (``policy.decide``) and one outcome mapping
+    (:func:`outcomes_for`) for both."""
 
     def __init__(
         self,
         *,
-        client: GatewayClient,
         options: MessageOptions,
-        limiter: RateLimiter,
         max_attempts: int,
         max_wait: float,
         stop: threading.Event,
-        sleep: Callable[[float], None] | None = None,
         backoff_scale: float = 1.0,
     ) -> None:
-        self.client = client
         self.stop = stop  # set: no request leaves any more; chunks not sent go back to pending
         self._options = options
-        self._limiter = limiter
         self._max_attempts = max_attempts
         self._max_wait = max_wait
-        self._sleep = sleep
         self._backoff_scale = backoff_scale
         self._gate = PauseGate()
         self._messages: dict[int, Message] = {}
@@ -170,86 +177,72 @@ class Courier:
             self._messages[chunk.message_id] = message
         return message
 
-    def send(self, chunk: Chunk) -> ChunkResult:
-        """Send one chunk; news that stops the run stops every worker at once, not when the
-        coordinator gets round to recording it (no request may leave after a 301 came back)."""
-        result = self._send_chunk(chunk)
+    def _job(self, chunk: Chunk) -> Job:
+        numbers = [r.msisdn for r in chunk.recipients]
+        released = tuple(r.id for r in chunk.recipients)
+        return Job(numbers, self._message(chunk), chunk.parts * len(numbers), released)
+
+    def _finished(self, result: ChunkResult) -> ChunkResult:
+        """News that stops the run stops every courier at once, not when the coordinator gets
+        round to recording it (no request may leave after a 301 came back)."""
         if result.stop is not None:
             self.stop.set()
         return result
 
-    def _send_chunk(self, chunk: Chunk) -> ChunkResult:
-        """Send one chunk until it has an answer, a final error, or the run stops."""
-        numbers = [r.msisdn for r in chunk.recipients]
-        message = self._message(chunk)
-        units = chunk.parts * len(numbers)
-        released = tuple(r.id for r in chunk.recipients)
-        requests = 0
-        while True:
-            self._gate.wait(self.stop)
-            if self.stop.is_set():
-                return ChunkResult(release=released, requests=requests)
-            try:
-                for attempt in policy.policy(
-                    max_attempts=self._max_attempts,
-                    stop_event=self.stop,
-                    sleep=self._sleep,
-                    scale=self._backoff_scale,
-                ):
-                    with attempt:
-                        self._gate.wait(self.stop)
-                        self._limiter.acquire(units)
-                        if self.stop.is_set():  # stopped during a pause or a rate wait
-                            return ChunkResult(release=released, requests=requests)
-                        requests += 1
-                        receipts = self.client.sendmsg(
-                            numbers, message, climsgid=chunk.client_message_id
-                        )
-            except GatewayError as exc:
-                decision = policy.decide(exc)
-                match decision.action:
-                    case Action.PAUSE:
-                        until = decision.until or 0.0
-                        wait_s = until - time.time()
-                        if wait_s > self._max_wait:
-                            stop = RunStopped(
-                                f"{exc}; that is {wait_s:.0f}s away, "
-                                f"past --max-wait {self._max_wait:.0f}s",
-                                code=exc.code,
-                                description=exc.description,
-                            )
-                            return ChunkResult(release=released, stop=stop, requests=requests)
-                        log.warning(
-                            "gateway MT limit reached: pausing every worker for %.1fs", wait_s
-                        )
-                        self._gate.pause_until(until)
-                        continue
-                    case Action.UNKNOWN:
-                        return self._unknown(chunk, exc, requests)
-                    case Action.FAIL:
-                        return ChunkResult(
-                            all_outcomes(chunk, Status.FAILED, exc), requests=requests
-                        )
-                    case Action.RETRY if not isinstance(exc, SessionExpired):
-                        # the attempts ran out; nothing was taken, so the rows go back
-                        if self.stop.is_set():
-                            return ChunkResult(release=released, requests=requests)
-                        stop = RunStopped(
-                            f"gateway unavailable after {requests} attempts: {exc}",
-                            code=exc.code,
-                            description=exc.description,
-                        )
-                        return ChunkResult(release=released, stop=stop, requests=requests)
-                    case _:  # STOP, or a session that keeps expiring: the run stops
-                        if isinstance(exc, SessionExpired) and self.stop.is_set():
-                            return ChunkResult(release=released, requests=requests)
-                        return ChunkResult(release=released, stop=exc, requests=requests)
-            result = outcomes_for(chunk, receipts)
-            if result.pause_until is not None:
-                self._gate.pause_until(result.pause_until)
-            return ChunkResult(
-                result.outcomes, result.release, result.stop, requests, result.pause_until
-            )
+    @staticmethod
+    def _stopped(job: Job, requests: int) -> ChunkResult:
+        """The run stops before this chunk's request left: its rows go back to pending."""
+        return ChunkResult(release=job.released, requests=requests)
+
+    def _answered(self, chunk: Chunk, receipts: Sequence[Receipt], requests: int) -> ChunkResult:
+        """The gateway answered: its receipts as recipient states (ERR 130 mid-list pauses)."""
+        result = outcomes_for(chunk, receipts)
+        if result.pause_until is not None:
+            self._gate.pause_until(result.pause_until)
+        return ChunkResult(
+            result.outcomes, result.release, result.stop, requests, result.pause_until
+        )
+
+    def _failed(
+        self, chunk: Chunk, job: Job, exc: GatewayError, requests: int
+    ) -> ChunkResult | None:
+        """What ``policy.decide`` says of a request's error, as the chunk's result; None when
+        every courier is now paused (ERR 130) and the chunk is to be sent again after it."""
+        decision = policy.decide(exc)
+        released = job.released
+        match decision.action:
+            case Action.PAUSE:
+                until = decision.until or 0.0
+                wait_s = until - time.time()
+                if wait_s > self._max_wait:
+                    stop = RunStopped(
+                        f"{exc}; that is {wait_s:.0f}s away, "
+                        f"past --max-wait {self._max_wait:.0f}s",
+                        code=exc.code,
+                        description=exc.description,
+                    )
+                    return ChunkResult(release=released, stop=stop, requests=requests)
+                log.warning("gateway MT limit reached: pausing every worker for %.1fs", wait_s)
+                self._gate.pause_until(until)
+                return None
+            case Action.UNKNOWN:
+                return self._unknown(chunk, exc, requests)
+            case Action.FAIL:
+                return ChunkResult(all_outcomes(chunk, Status.FAILED, exc), requests=requests)
+            case Action.RETRY if not isinstance(exc, SessionExpired):
+                # the attempts ran out; nothing was taken, so the rows go back
+                if self.stop.is_set():
+                    return ChunkResult(release=released, requests=requests)
+                stop = RunStopped(
+                    f"gateway unavailable after {requests} attempts: {exc}",
+                    code=exc.code,
+                    description=exc.description,
+                )
+                return ChunkResult(release=released, stop=stop, requests=requests)
+            case _:  # STOP, or a session that keeps expiring: the run stops
+                if isinstance(exc, SessionExpired) and self.stop.is_set():
+                    return ChunkResult(release=released, requests=requests)
+                return ChunkResult(release=released, stop=exc, requests=requests)
 
     @staticmethod
     def _unknown(chunk: Chunk, exc: GatewayError, requests: int) -> ChunkResult:
@@ -261,3 +254,64 @@ class Courier:
             len(chunk.recipients),
         )
         return ChunkResult(all_outcomes(chunk, Status.UNKNOWN, exc), requests=requests)
+
+
+class Courier(Rules):
+    """Send chunks with one gateway client under one sending policy; share it between threads."""
+
+    def __init__(
+        self,
+        *,
+        client: GatewayClient,
+        options: MessageOptions,
+        limiter: RateLimiter,
+        max_attempts: int,
+        max_wait: float,
+        stop: threading.Event,
+        sleep: Callable[[float], None] | None = None,
+        backoff_scale: float = 1.0,
+    ) -> None:
+        super().__init__(
+            options=options,
+            max_attempts=max_attempts,
+            max_wait=max_wait,
+            stop=stop,
+            backoff_scale=backoff_scale,
+        )
+        self.client = client
+        self._limiter = limiter
+        self._sleep = sleep
+
+    def send(self, chunk: Chunk) -> ChunkResult:
+        """Send one chunk until it has an answer, a final error, or the run stops."""
+        return self._finished(self._send_chunk(chunk))
+
+    def _send_chunk(self, chunk: Chunk) -> ChunkResult:
+        job = self._job(chunk)
+        requests = 0
+        while True:
+            self._gate.wait(self.stop)
+            if self.stop.is_set():
+                return self._stopped(job, requests)
+            try:
+                for attempt in policy.policy(
+                    max_attempts=self._max_attempts,
+                    stop_event=self.stop,
+                    sleep=self._sleep,
+                    scale=self._backoff_scale,
+                ):
+                    with attempt:
+                        self._gate.wait(self.stop)
+                        self._limiter.acquire(job.units)
+                        if self.stop.is_set():  # stopped during a pause or a rate wait
+                            return self._stopped(job, requests)
+                        requests += 1
+                        receipts = self.client.sendmsg(
+                            job.numbers, job.message, climsgid=chunk.client_message_id
+                        )
+            except GatewayError as exc:
+                result = self._failed(chunk, job, exc, requests)
+                if result is None:  # paused: every courier waits, then this chunk goes again
+                    continue
+                return result
+            return self._answered(chunk, receipts, requests)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import tenacity
 from tenacity import RetryCallState
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_BACKOFF",
     "Action",
     "Decision",
+    "async_policy",
     "decide",
     "decide_code",
     "is_retryable",
@@ -158,6 +160,30 @@ class stop_when_set(tenacity.stop.stop_base):  # noqa: N801
         return self.event.is_set()
 
 
+def _retrying(
+    *,
+    max_attempts: int,
+    stop_event: threading.Event,
+    initial: float,
+    maximum: float,
+    jitter: float,
+    scale: float,
+    retryable: Callable[[BaseException], bool],
+) -> dict[str, Any]:
+    """What is retried, how long each wait is, when retrying ends: the one configuration of
+    :func:`policy` and :func:`async_policy` (they differ only in how they sleep)."""
+    return {
+        "retry": tenacity.retry_if_exception(retryable),
+        "wait": wait_retry_after(
+            tenacity.wait_exponential(multiplier=initial * scale, max=maximum * scale)
+            + tenacity.wait_random(0, jitter * scale),
+            scale=scale,
+        ),
+        "stop": tenacity.stop_after_attempt(max_attempts) | stop_when_set(stop_event),
+        "reraise": True,
+    }
+
+
 def policy(
     *,
     max_attempts: int,
@@ -181,13 +207,37 @@ def policy(
         stop_event.wait(seconds)
 
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception(retryable),
-        wait=wait_retry_after(
-            tenacity.wait_exponential(multiplier=initial * scale, max=maximum * scale)
-            + tenacity.wait_random(0, jitter * scale),
-            scale=scale,
-        ),
-        stop=tenacity.stop_after_attempt(max_attempts) | stop_when_set(stop_event),
         sleep=sleep or interruptible_sleep,
-        reraise=True,
+        **_retrying(
+            max_attempts=max_attempts,
+            stop_event=stop_event,
+            initial=initial,
+            maximum=maximum,
+            jitter=jitter,
+            scale=scale,
+            retryable=retryable,
+        ),
+    )
+
+
+def async_policy(
+    *,
+    max_attempts: int,
+    stop_event: threading.Event,
+    sleep: Callable[[float], Awaitable[None]],
+    scale: float = 1.0,
+) -> tenacity.AsyncRetrying:
+    """:func:`policy` for coroutines: the same retries and waits, slept with ``sleep``
+    (awaited; the courier's wakes up when the run stops)."""
+    return tenacity.AsyncRetrying(
+        sleep=sleep,
+        **_retrying(
+            max_attempts=max_attempts,
+            stop_event=stop_event,
+            initial=INITIAL_BACKOFF,
+            maximum=MAX_BACKOFF,
+            jitter=JITTER,
+            scale=scale,
+            retryable=is_retryable,
+        ),
     )

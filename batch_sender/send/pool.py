@@ -1,21 +1,23 @@
-"""Where a run's requests are sent from: threads of this process, or a sending process of its own.
+"""Where a run's requests are sent from: this process, or a sending process of its own.
 
-The coordinator (``Sender``) hands chunks to a pool and gets a ``Future[ChunkResult]`` for
-each. :class:`ThreadWorkers` runs the couriers on threads of this process: every piece of Python
-shares one GIL with the coordinator's claims and records. :class:`ProcessWorkers` runs them on
-threads of a child process (``python -m batch_sender.send.pool``) with its own gateway client,
-rate limiter and ERR 130 pause: on a large campaign the HTTP side and the database side then
-use a core each. The child never touches the database, so every guarantee stays with the
-coordinator: rows are claimed before their chunk is handed over and recorded when its result
-comes back. If the child dies, every chunk it held fails and its rows become ``unknown``
-(settled with querymsg, never resent blindly); if the parent dies, the kernel kills the child.
+The coordinator (``Sender``) hands chunks to a pool and gets a ``Future[ChunkResult]`` for each. In
+this process, couriers run on an event-loop thread (``aio.LoopWorkers``) or, for a client over a
+transport given by the caller (tests), on threads (:class:`ThreadWorkers`): every piece of Python
+shares one GIL with the coordinator's claims and records. :class:`ProcessWorkers` runs them on the
+event loop of a child process (``python -m batch_sender.send.pool``, ``aio.serve``) with its own
+gateway client, rate limiter and ERR 130 pause: on a large campaign the HTTP side and the database
+side then use a core each. The child never touches the database, so every guarantee stays with the
+coordinator: rows are claimed before their chunk is handed over and recorded when its result comes
+back. If the child dies, every chunk it held fails and its rows become ``unknown`` (settled with
+querymsg, never resent blindly); if the parent dies, the kernel kills the child.
 
 The two processes speak pickle over the child's stdin and stdout:
 
 * parent → child: ``("spec", CourierSpec)`` once, then ``("chunk", seq, Chunk)`` and
   ``("stop",)``; end of input means "finish what you hold and exit";
 * child → parent: ``("ready",)`` once the courier is built, ``("result", seq, ChunkResult)``,
-  ``("error", seq, text)`` (the courier raised: a bug), ``("log", level, logger, message)``.
+  ``("error", seq, text)`` (the courier raised: a bug), ``("log", level, logger, message)``,
+  ``("limit", n)`` (requests in flight now allowed: ``--concurrency auto`` moved it).
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from typing import IO, Any, Protocol
 from batch_sender import redact
 from batch_sender.config import MessageOptions
 from batch_sender.gateway.client import ClientSpec, GatewayClient
+from batch_sender.send import adaptive, aio
+from batch_sender.send.adaptive import AUTO
 from batch_sender.send.courier import ChunkResult, Courier
-from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
 __all__ = ["CourierSpec", "ProcessWorkers", "ThreadWorkers", "Workers", "WorkerProcessError"]
@@ -56,6 +59,8 @@ SHUTDOWN_WAIT = 5.0
 CHILD_DRAIN_TIMEOUT = 60.0
 #: how the sending process is started (its module's ``__main__``)
 CHILD_COMMAND = (sys.executable, "-m", "batch_sender.send.pool")
+#: requests in flight at first under ``--concurrency auto`` (``adaptive.AimdSettings.start``)
+AUTO_START = adaptive.AimdSettings().start
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -66,6 +71,10 @@ class WorkerProcessError(RuntimeError):
 
 class Workers(Protocol):
     """What the coordinator needs of a pool of couriers."""
+
+    @property
+    def capacity(self) -> int:
+        """Requests in flight now allowed: the coordinator claims ahead for that many."""
 
     def submit(self, chunk: Chunk) -> Future[ChunkResult]: ...
 
@@ -90,6 +99,10 @@ class ThreadWorkers:
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def capacity(self) -> int:
+        return len(self._threads)
 
     def submit(self, chunk: Chunk) -> Future[ChunkResult]:
         future: Future[ChunkResult] = Future()
@@ -120,7 +133,7 @@ class CourierSpec:
 
     client: ClientSpec
     options: MessageOptions
-    concurrency: int
+    concurrency: int | str  # requests in flight, or "auto" (``adaptive``)
     rate: float | None  # this process's own schedule (a shared schedule needs the database)
     max_attempts: int
     max_wait: float
@@ -144,7 +157,11 @@ class _Outbox:
         self._lock = threading.Lock()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        data = memoryview(pickle.dumps(message, _PROTOCOL))
+        self.write(pickle.dumps(message, _PROTOCOL))
+
+    def write(self, pickled: bytes) -> None:
+        """Write pickled messages, whole."""
+        data = memoryview(pickled)
         with self._lock:
             if self._stream.closed:  # never write to a descriptor number reused since
                 raise ValueError("write to a closed pipe")
@@ -156,8 +173,49 @@ class _Outbox:
             self._stream.close()
 
 
+class _Behind:
+    """The child's outbox: each message pickled by its sender (so that one that does not pickle
+    fails there), written by a thread of its own, as many at once as are waiting. The event
+    loop never blocks on a full pipe (the parent reads on a thread that shares a GIL with its
+    coordinator), and the parent gets several answers per read."""
+
+    def __init__(self, outbox: _Outbox, gone: Callable[[], None]) -> None:
+        self._outbox = outbox
+        self._gone = gone
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="batch-sender-outbox", daemon=True)
+        self._thread.start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._queue.put(pickle.dumps(message, _PROTOCOL))
+
+    def close(self) -> None:
+        """Write what is waiting, then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        end = False
+        while not end:
+            item = self._queue.get()
+            if item is None:
+                return
+            parts = [item]
+            while not self._queue.empty():
+                more = self._queue.get()
+                if more is None:
+                    end = True
+                    break
+                parts.append(more)
+            try:
+                self._outbox.write(b"".join(parts))
+            except (OSError, ValueError):
+                self._gone()
+
+
 class ProcessWorkers:
-    """Couriers on ``spec.concurrency`` threads of a child process (see the module docstring).
+    """Couriers on the event loop of a child process (see the module docstring), at most
+    ``spec.concurrency`` requests in flight (``auto``: as many as ``adaptive.Aimd`` allows).
 
     Raises :class:`WorkerProcessError` if the child does not start and answer ``ready``. With
     ``wait=False`` the constructor returns as soon as the child is launched, and
@@ -181,6 +239,7 @@ class ProcessWorkers:
         self._from_child: IO[bytes] = self._process.stdout
         self._ready = threading.Event()
         self._concurrency = spec.concurrency
+        self._capacity = AUTO_START if spec.concurrency == AUTO else int(spec.concurrency)
         self._reader = threading.Thread(
             target=self._read, args=(self._ready,), name="batch-sender-courier-results", daemon=True
         )
@@ -198,11 +257,15 @@ class ProcessWorkers:
         if not self._ready.wait(STARTUP_TIMEOUT) or self._process.poll() is not None:
             self._process.kill()
             raise WorkerProcessError("the sending process did not start; see its errors above")
-        log.info("sending from process %d (%d connections)", self.pid, self._concurrency)
+        log.info("sending from process %d (concurrency %s)", self.pid, self._concurrency)
 
     @property
     def pid(self) -> int:
         return self._process.pid
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def submit(self, chunk: Chunk) -> Future[ChunkResult]:
         future: Future[ChunkResult] = Future()
@@ -261,6 +324,8 @@ class ProcessWorkers:
                     self._fail(message[1], WorkerProcessError(message[2]))
                 elif kind == "log":
                     logging.getLogger(message[2]).log(message[1], "%s", message[3])
+                elif kind == "limit":
+                    self._capacity = message[1]
                 elif kind == "ready":
                     ready.set()
         except EOFError:
@@ -321,15 +386,14 @@ def child_main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = sys.stdin.buffer
-    outbox = _Outbox(sys.stdout.buffer)
 
-    def send(message: tuple[Any, ...]) -> None:
-        try:
-            outbox.send(message)
-        except (OSError, ValueError):
-            # the parent is gone (killed, or its pipe closed): nobody is left to answer, and a
-            # traceback per thread would only fill the cron mail
-            os._exit(0)
+    def gone() -> None:
+        # the parent is gone (killed, or its pipe closed): nobody is left to answer, and a
+        # traceback per thread would only fill the cron mail
+        os._exit(0)
+
+    outbox = _Behind(_Outbox(sys.stdout.buffer), gone)
+    send = outbox.send
 
     sys.stdout = sys.stderr  # nothing but our messages may reach the parent's pipe
 
@@ -343,50 +407,32 @@ def child_main() -> int:
     kind, spec = pickle.load(inbox)
     if kind != "spec" or not isinstance(spec, CourierSpec):
         log.error("the sending process expected its spec first, got %r", kind)
+        outbox.close()
         return 2
     ours.setLevel(spec.log_level)
-    stop = threading.Event()
+
+    def read() -> tuple[Any, ...] | None:
+        try:
+            message: tuple[Any, ...] = pickle.load(inbox)
+        except EOFError:
+            return None
+        return message
+
     with GatewayClient.from_spec(spec.client) as client:
-        courier = Courier(
+        aio.serve(
             client=client,
+            limit=adaptive.limit_for(spec.concurrency),
             options=spec.options,
-            limiter=RateLimiter(spec.rate),
+            rate=spec.rate,
             max_attempts=spec.max_attempts,
             max_wait=spec.max_wait,
-            stop=stop,
             backoff_scale=spec.backoff_scale,
+            max_connections=adaptive.MAX_CONCURRENCY,
+            read=read,
+            send=send,
+            drain_timeout=CHILD_DRAIN_TIMEOUT,
         )
-        work: queue.SimpleQueue[tuple[int, Chunk] | None] = queue.SimpleQueue()
-
-        def loop() -> None:
-            while (item := work.get()) is not None:
-                seq, chunk = item
-                try:
-                    answer: tuple[Any, ...] = ("result", seq, courier.send(chunk))
-                    send(answer)
-                except Exception as exc:  # a bug, or an answer that does not pickle
-                    send(("error", seq, f"sending chunk {chunk.client_message_id}: {exc!r}"))
-
-        threads = [
-            threading.Thread(target=loop, name=f"batch-sender-{i}", daemon=True)
-            for i in range(spec.concurrency)
-        ]
-        for thread in threads:
-            thread.start()
-        send(("ready",))
-        while True:
-            try:
-                message = pickle.load(inbox)
-            except EOFError:
-                break
-            if message[0] == "chunk":
-                work.put((message[1], message[2]))
-            elif message[0] == "stop":
-                stop.set()
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join(CHILD_DRAIN_TIMEOUT)
+    outbox.close()
     return 0
 
 

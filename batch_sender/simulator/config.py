@@ -24,6 +24,7 @@ MAX_DELIV_TIME = 10080  # minutes (7 days)
 FAULT_KINDS = frozenset(
     {
         "http_503",  # HTTP 503, optional Retry-After (kw: retry_after)
+        "http_429",  # HTTP 429 Too Many Requests, optional Retry-After (kw: retry_after)
         "http_500",  # HTTP 500 with a non-SOAP body
         "drop_before",  # close the connection without answering; nothing accepted
         "drop_after",  # accept and record the messages, then close without answering
@@ -104,7 +105,7 @@ class SimulatorConfig:
     # Random faults: kind → probability per sendmsg request, drawn from Random(seed).
     fault_rates: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
-    retry_after: float | None = 1.0  # Retry-After of random http_503 faults
+    retry_after: float | None = 1.0  # Retry-After of random http_503 and http_429 faults
     slow_seconds: float = 5.0  # delay of random `slow` faults
     throttle_seconds: float = 1.0  # duration of random `throttle` faults
     max_body_bytes: int = 8 * 1024 * 1024

@@ -32,6 +32,7 @@ _REASONS: Final = {
     404: b"Not Found",
     405: b"Method Not Allowed",
     413: b"Payload Too Large",
+    429: b"Too Many Requests",
     500: b"Internal Server Error",
     503: b"Service Unavailable",
 }

@@ -86,6 +86,11 @@ class Simulator:
         return self.gateway.requests
 
     @property
+    def open_connections(self) -> int:
+        """Client connections open right now (requests in flight, and idle keep-alive ones)."""
+        return len(self._connections)
+
+    @property
     def credits(self) -> float:
         """The account balance."""
         return self.gateway.credits

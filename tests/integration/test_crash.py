@@ -63,9 +63,11 @@ class Campaign:
             "CLICKATELL_USER": creds.user,
             "CLICKATELL_PASSWORD": creds.password,
         }
-        # the simulator accepts at once: a 104 can be trusted a second after a kill
+        # the simulator accepts at once: a 104 can be trusted a second after a kill;
+        # --concurrency 4 (the old default): the kills must find runs still sending (auto
+        # would grow and finish a 20,000-row run before a kill comes)
         self.args = [_exe(), "run", str(self.csv), "--text", "Hello", "--name", "big",
-                     "--max-processing", "1", *extra]  # fmt: skip
+                     "--max-processing", "1", "--concurrency", "4", *extra]  # fmt: skip
 
     def start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(

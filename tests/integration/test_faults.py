@@ -21,6 +21,7 @@ from fixtures_cli import write_csv
 
 from batch_sender.errors import OutcomeUnknown, ServerBusy, SessionExpired
 from batch_sender.send import policy as retry
+from batch_sender.send.adaptive import AimdSettings
 
 #: retry waits at 1% (0.005 s first backoff): the policy runs, the suite does not sleep
 SCALE = "BATCH_SENDER_BACKOFF_SCALE"
@@ -327,7 +328,8 @@ def test_a_request_level_stop_code_sends_nothing_more(bs, make_simulator, campai
     out = run(bs, sim, campaign(200), "--from", "Unapproved", "--chunk-size", "10")
     assert out.exit_code == 3, out.stderr
     assert "123" in [ln for ln in out.stderr.splitlines() if ln.startswith("stopped:")][0]
-    assert sim.requests <= 4  # the requests in flight when the first answer came back
+    # the requests in flight when the first answer came back (auto starts with 8)
+    assert sim.requests <= AimdSettings().start
     figures = ledger(tmp_path, sim, allowed={"pending"})
     assert figures == {"rows": 200, "pending": 200, "duplicates": 0, "lost": 0}
 
