@@ -33,7 +33,7 @@ from batch_sender import campaign, sources
 from batch_sender.config import GatewaySettings, RunSettings
 from batch_sender.gateway import GatewayClient
 from batch_sender.send import scaleout
-from batch_sender.send.ratelimit import SharedRateLimiter
+from batch_sender.send.ratelimit import RESERVE_SECONDS, SharedRateLimiter
 from batch_sender.simulator import Simulator
 from batch_sender.sources import Source
 from batch_sender.store import Campaign, Store
@@ -60,10 +60,18 @@ class Schedule:
 
 
 def simulate(
-    limiters: int, seconds: float, *, rate: float, units: int, dies: dict[int, int] | None = None
+    limiters: int,
+    seconds: float,
+    *,
+    rate: float,
+    units: int,
+    dies: dict[int, int] | None = None,
+    capacity: float | None = None,
 ) -> tuple[list[tuple[float, int]], Schedule]:
     """Run ``limiters`` processes for ``seconds``, each sending its next request as soon as its
-    limiter allows (a busy worker); process ``p`` in ``dies`` stops after that many requests.
+    limiter allows (a busy worker) — or, with ``capacity``, no sooner than ``units / capacity``
+    after its previous one (a worker that can send only that many units a second by itself);
+    process ``p`` in ``dies`` stops after that many requests.
     Returns (send time, units) of every request sent in time, by time, and the schedule."""
     now = [0.0]
     schedule = Schedule(lambda: now[0], rate)
@@ -80,7 +88,7 @@ def simulate(
         sent.append((at, units))
         done[p] += 1
         if dies is None or done[p] < dies.get(p, sys.maxsize):
-            heapq.heappush(ready, (at, p))
+            heapq.heappush(ready, (at + (0.0 if capacity is None else units / capacity), p))
     return sorted((at, n) for at, n in sent if at < seconds), schedule
 
 
@@ -100,11 +108,24 @@ def test_processes_sharing_a_schedule_never_exceed_the_rate_together() -> None:
     assert sum(n for _, n in sent) == pytest.approx(rate * seconds, rel=0.01)  # no slot wasted
 
 
-def test_a_schedule_is_reserved_a_block_at_a_time() -> None:
-    sent, schedule = simulate(3, 10.0, rate=2000.0, units=100)  # blocks of 500 units
+def test_a_schedule_is_reserved_a_slice_at_a_time() -> None:
+    sent, schedule = simulate(3, 10.0, rate=2000.0, units=100)  # slices of ≤ 500 units
 
-    assert len(sent) == 200
-    assert schedule.calls <= 200 * 100 / 500 + 3 * 2  # a database round trip per 5 requests
+    assert len(sent) == pytest.approx(200, abs=1)
+    # a slice is a quarter second of each process's throughput: about 4 round trips a second each
+    assert schedule.calls <= 10.0 / RESERVE_SECONDS * 3 + 3 * 2
+
+
+def test_workers_that_cannot_each_send_at_the_rate_reach_it_together() -> None:
+    # four workers of 400 one-part requests a second each (8 in flight at 20 ms), --rate 1000:
+    # a slice is tokens spent at the worker's own pace, not a span of time at the account's
+    rate, seconds = 1000.0, 20.0
+    sent, schedule = simulate(4, seconds, rate=rate, units=1, capacity=400.0)
+
+    never_faster_than(rate, sent, int(rate * RESERVE_SECONDS) * 4)
+    steady = [n for at, n in sent if at >= 2.0]
+    assert sum(steady) / (seconds - 2.0) == pytest.approx(rate, rel=0.02)
+    assert schedule.calls <= seconds / RESERVE_SECONDS * 4 * 1.5  # sized to each one's share
 
 
 def test_a_process_that_dies_costs_throughput_never_the_limit() -> None:
@@ -112,7 +133,7 @@ def test_a_process_that_dies_costs_throughput_never_the_limit() -> None:
     sent, _ = simulate(3, seconds, rate=rate, units=units, dies={0: 7})
 
     never_faster_than(rate, sent, units)
-    # only the slots the dead process had booked and not used are lost (a block at most)
+    # only the tokens the dead process had booked and not used are lost (a slice at most)
     assert sum(n for _, n in sent) >= rate * seconds - 500
 
 
