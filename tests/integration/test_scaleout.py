@@ -165,7 +165,7 @@ class SimulatorProcess:
     """``python -m batch_sender.simulator --record FILE`` in a process of its own, so that its
     clock and its pace owe nothing to the test process's threads."""
 
-    def __init__(self, record: Path) -> None:
+    def __init__(self, record: Path, *options: str) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
@@ -174,6 +174,7 @@ class SimulatorProcess:
         self.credentials = SimpleNamespace(**TEST_CREDENTIALS)
         args = ["--port", str(port), "--record", str(record)]
         args += [f"--{key.replace('_', '-')}={value}" for key, value in TEST_CREDENTIALS.items()]
+        args += options
         self.process = subprocess.Popen(
             [sys.executable, "-m", "batch_sender.simulator", *args],
             stdin=subprocess.DEVNULL,
@@ -350,6 +351,47 @@ def test_four_workers_share_one_campaign_at_one_rate_and_survive_a_kill(
     # together the workers kept to --rate (steady part: after start-up, before the tail)
     measured = steady_rate(recs, skip_start=2.0, skip_end=1.0)
     assert measured == pytest.approx(rate, rel=0.05), f"{measured:.0f} parts/s"
+
+
+@pytest.mark.slow
+def test_four_workers_with_distinct_texts_send_each_number_once_through_a_kill(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # a personalised campaign: every text distinct, so one request (and one row) per recipient;
+    # the simulator answers after 20 ms, as in the pg_workers_unique benchmark (where the rate is
+    # measured). The victim's requests carried one number each: querymsg settles them `sent`.
+    total = 8000
+    sim = SimulatorProcess(tmp_path / "record.jsonl", "--latency-ms", "20")
+    try:
+        src = write_csv(tmp_path / "unique.csv", [(n, f"N{n}") for n in numbers(total)])
+        args = [str(src), "--text", "Hi {name}, your code", "--name", "unique", "--rate", "1000",
+                "--concurrency", "8", "--lease", "3", "--max-processing", "1"]  # fmt: skip
+
+        procs = start_workers(4, args, sim=sim, db_url=pg_url, tmp_path=tmp_path)
+        victim = procs[1]
+        deadline = time.monotonic() + 90
+        while sim.accepted() < total * 0.4:  # midway
+            assert time.monotonic() < deadline, "the workers did not get going"
+            assert victim.poll() is None, (tmp_path / "worker-1.log").read_text()
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        summaries = finish([p for p in procs if p is not victim], timeout=120)
+    finally:
+        sim.stop()
+
+    assert [s["exit_code"] for s in summaries] == [0, 0, 0]
+    assert all(s["counts"] == {"sent": total} for s in summaries)
+    assert statuses(pg_url, "unique") == {"sent": total}  # the victim's rows final too
+    recs = records(sim)
+    assert Counter(rec["to"] for rec in recs) == Counter(numbers(total))  # exactly once each
+    assert len({rec["client_message_id"] for rec in recs}) == total  # one request per number
+    assert all(rec["text"] == f"Hi N{rec['to']}, your code" for rec in recs)
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        ids = dict(conn.execute(sa.text("SELECT msisdn, api_message_id FROM results")).all())
+    engine.dispose()
+    assert ids == {rec["to"]: rec["api_message_id"] for rec in recs}  # every row's own ID
 
 
 # -- one worker among others, in the library ---------------------------------------------------
