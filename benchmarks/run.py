@@ -14,6 +14,7 @@ Usage::
     python benchmarks/run.py --quick                # smoke run, under a minute
     python benchmarks/run.py --scenarios e2e_same,reference,zeep
     python benchmarks/run.py --scenarios profile    # pyinstrument on a 200k-row run
+    python benchmarks/run.py --scenarios pg_workers_unique --compare ../baseline   # and main's code
 """
 
 from __future__ import annotations
@@ -93,7 +94,17 @@ SCENARIOS = (
     "staging_national",
     "dry_run",
 )
-EXTRA_SCENARIOS = ("profile", "receipts", "e2e_same_auto")
+EXTRA_SCENARIOS = ("profile", "receipts", "e2e_same_auto", "pg_workers_unique")
+#: pg_workers_unique: several worker processes on one PostgreSQL campaign, every text distinct
+PG_WORKERS = 4
+PG_LATENCY_MS = 20.0
+PG_RATE = 1000.0
+#: requests in flight per worker: 4 × 8 / 20 ms = 1,600/s, so that --rate binds (at 4 the
+#: bound, 800/s, is below the rate), and 3 survivors of a kill still have 1,200/s
+PG_CONCURRENCY = 8
+PG_UNIQUE_ROWS = 20_000
+PG_KILL_AT = 0.4  # share of the campaign accepted when one worker is killed (SIGKILL)
+PG_LEASE = 3.0  # so that the survivors settle the victim's rows within the run
 RECEIPT_MESSAGES = 10_000  # messages of the receipts scenario (two receipts each)
 
 
@@ -110,6 +121,7 @@ class Sizes:
     zeep: int
     unique: int
     latency_unique: int
+    pg_unique: int = PG_UNIQUE_ROWS
 
     @classmethod
     def for_run(cls, rows: int, quick: bool) -> Sizes:
@@ -212,10 +224,14 @@ class Simulator:
 
 
 @contextlib.contextmanager
-def simulator(*options: str, log: Path) -> Iterator[Simulator]:
-    """Start the simulator on a free port with ``options``; stop it (SIGTERM) afterwards."""
+def simulator(*options: str, log: Path, keep_messages: bool = False) -> Iterator[Simulator]:
+    """Start the simulator on a free port with ``options``; stop it (SIGTERM) afterwards.
+    ``keep_messages``: keep what it accepted for ``querymsg`` (settling a killed worker's
+    requests needs it; without, every querymsg answers "never seen")."""
     port = free_port()
-    args = [PYTHON, "-m", "batch_sender.simulator", "--port", str(port), "--no-keep-messages"]
+    args = [PYTHON, "-m", "batch_sender.simulator", "--port", str(port)]
+    if not keep_messages:
+        args.append("--no-keep-messages")
     with log.open("ab") as err:
         process = subprocess.Popen(
             [*args, *options], env=base_env(), stdout=err, stderr=err, cwd=REPO
@@ -268,6 +284,8 @@ class Harness:
     data: Path
     log: Path
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: another checkout (main's worktree) whose code the scenarios that support it run as well
+    compare: Path | None = None
 
     def fresh_db(self, name: str) -> Path:
         """An empty SQLite file path for one run."""
@@ -510,9 +528,7 @@ def scenario_e2e_unique(h: Harness) -> dict[str, Any]:
 
 def scenario_e2e_unique_auto(h: Harness) -> dict[str, Any]:
     """e2e_unique under ``--concurrency auto`` (no latency: the round trip is the machine's)."""
-    return _e2e(
-        h, "e2e_unique_auto", h.sizes.unique, UNIQUE_TEMPLATE, "--concurrency", "auto"
-    )
+    return _e2e(h, "e2e_unique_auto", h.sizes.unique, UNIQUE_TEMPLATE, "--concurrency", "auto")
 
 
 def scenario_reference_unique(h: Harness) -> dict[str, Any]:
@@ -744,6 +760,168 @@ def scenario_profile(h: Harness) -> dict[str, Any]:
     }
 
 
+POSTGRES_URL = os.environ.get(
+    "BATCH_SENDER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A results-database URL on a fresh PostgreSQL schema, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"bs_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def pg_commits() -> int:
+    """Transactions committed so far in the benchmark's PostgreSQL database (pg_stat_database)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_force_next_flush()"))
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT xact_commit FROM pg_stat_database "
+                        "WHERE datname = current_database()"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def _code_python(code: Path) -> str:
+    """The interpreter to run checkout ``code`` with: its own virtual environment's, if any."""
+    own = code / ".venv" / "bin" / "python"
+    return str(own) if own.exists() else PYTHON
+
+
+def pg_workers_run(h: Harness, code: Path, label: str) -> dict[str, Any]:
+    """``PG_WORKERS`` ``batch-sender run`` processes of checkout ``code`` on one fresh
+    PostgreSQL campaign of distinct texts, simulator at ``PG_LATENCY_MS``, ``--rate PG_RATE``;
+    one worker killed with SIGKILL once ``PG_KILL_AT`` of the campaign was accepted."""
+    rows = h.sizes.pg_unique
+    csv = campaign_csv(h.data, rows)
+    record = h.data / f"pg_workers_{label}.jsonl"
+    record.unlink(missing_ok=True)
+    name = f"pg_workers_{label}"
+    args = [_code_python(code), "-m", "batch_sender.cli", "run", str(csv)]
+    args += ["--text", UNIQUE_TEMPLATE, "--name", name, "--rate", f"{PG_RATE:g}"]
+    args += ["--concurrency", str(PG_CONCURRENCY), "--lease", f"{PG_LEASE:g}"]
+    args += ["--max-processing", "1", "--json"]
+    with (
+        pg_schema() as url,
+        simulator(
+            "--latency-ms",
+            str(PG_LATENCY_MS),
+            "--record",
+            str(record),
+            log=h.log,
+            keep_messages=True,
+        ) as sim,
+        h.log.open("ab") as err,
+    ):
+        env = {
+            **base_env(),
+            "PYTHONPATH": str(code),
+            "BATCH_SENDER_DB": url,
+            "BATCH_SENDER_GATEWAY_URL": sim.url,
+        }
+        err.write(f"\n$ {PG_WORKERS} × {' '.join(args)}  (code: {code})\n".encode())
+        err.flush()
+        commits0 = pg_commits()
+        sim_cpu0 = sim.cpu_s()
+        start = time.perf_counter()
+        procs = [
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, cwd=code)
+            for _ in range(PG_WORKERS)
+        ]
+        victim = procs[1]
+        valid = rows - round(rows * INVALID_SHARE)
+        deadline = time.monotonic() + 600
+        killed_at = None
+        while killed_at is None and victim.poll() is None and time.monotonic() < deadline:
+            if record.exists() and record.stat().st_size:
+                with record.open("rb") as f:
+                    accepted = sum(b.count(b"\n") for b in iter(lambda: f.read(1 << 20), b""))
+                if accepted >= valid * PG_KILL_AT:
+                    victim.send_signal(signal.SIGKILL)
+                    killed_at = time.perf_counter() - start
+            time.sleep(0.05)
+        summaries: list[dict[str, Any]] = []
+        cpu = 0.0
+        for proc in procs:
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu += usage.ru_utime + usage.ru_stime
+            if proc is not victim and out.strip():
+                summaries.append(json.loads(out.decode().strip().splitlines()[-1]))
+        wall = time.perf_counter() - start
+        sim_cpu = sim.cpu_s() - sim_cpu0
+    commits = pg_commits() - commits0
+    recs = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+    numbers = [r["to"] for r in recs]
+    sent = summaries[0]["counts"].get("sent", 0) if summaries else 0
+    arrivals: dict[str, tuple[float, int]] = {}
+    for r in recs:
+        at, n = arrivals.get(r["client_message_id"], (r["time"], 0))
+        arrivals[r["client_message_id"]] = (at, n + 1)
+    steady = steady_rate(sorted(arrivals.values()))
+    return {
+        "code": str(code),
+        "rows": rows,
+        "recipients": sent,
+        "wall_s": round(wall, 3),
+        "recipients_s": steady["rate"],
+        "target_rate": PG_RATE,
+        "error": round(abs(steady["rate"] - PG_RATE) / PG_RATE, 4),
+        "bound_recipients_s": PG_WORKERS * PG_CONCURRENCY / (PG_LATENCY_MS / 1000),
+        "steady_window_s": steady["window_s"],
+        "killed_at_s": None if killed_at is None else round(killed_at, 2),
+        "accepted": len(numbers),
+        "duplicates": len(numbers) - len(set(numbers)),
+        "counts": [s["counts"] for s in summaries],
+        "exit_codes": [s["exit_code"] for s in summaries],
+        "cpu_s": round(cpu, 2),
+        "cpu_us_per_recipient": round(cpu / sent * 1e6, 1) if sent else None,
+        "simulator_cpu_s": round(sim_cpu, 2),
+        "db_commits": commits,
+        "db_commits_per_recipient": round(commits / sent, 2) if sent else None,
+        "per_second": steady["per_second"],
+    }
+
+
+def scenario_pg_workers_unique(h: Harness) -> dict[str, Any]:
+    """Many workers on PostgreSQL, one request per recipient: ``PG_WORKERS`` processes,
+    distinct texts, the simulator at 20 ms, ``--rate 1000``, one worker killed midway. The
+    combined rate is the simulator's steady state; with ``--compare DIR`` the same is run with
+    DIR's code right after, and its figures come under ``baseline``."""
+    result = pg_workers_run(h, REPO, "new")
+    if h.compare is not None:
+        base = pg_workers_run(h, h.compare, "base")
+        result["baseline"] = {k: v for k, v in base.items() if k != "per_second"}
+        result["baseline_recipients_s"] = base["recipients_s"]
+    return result
+
+
 RUNNERS: dict[str, Callable[[Harness], dict[str, Any]]] = {
     name: globals()[f"scenario_{name}"] for name in (*SCENARIOS, *EXTRA_SCENARIOS)
 }
@@ -848,6 +1026,18 @@ def targets(results: dict[str, dict[str, Any]], rows: int) -> list[dict[str, Any
         peak / UNIQUE_LATENCY_RATE if peak else None,
         lambda v: v <= 1.02,
         "the busiest 5 s of message parts accepted / rate",
+    )
+    pg = results.get("pg_workers_unique", {})
+    check(
+        "pg_workers_unique: combined rate within 5% of --rate 1000",
+        pg.get("error"),
+        lambda v: v <= 0.05,
+        "4 workers, 20 ms, one killed midway",
+    )
+    check(
+        "pg_workers_unique: numbers accepted twice",
+        pg.get("duplicates"),
+        lambda v: v == 0,
     )
     check("batch-sender / naive loop (a) >= 100", ratio("naive"), lambda v: v >= 100)
     check(
@@ -969,12 +1159,9 @@ def prepare(h: Harness, chosen: Sequence[str]) -> None:
         "e2e_unique": [s.unique],
         "e2e_unique_auto": [s.unique],
         "reference_unique": [s.unique],
-        **{
-            n: [s.latency_unique]
-            for n in SCENARIOS
-            if n.startswith("latency_unique")
-        },
+        **{n: [s.latency_unique] for n in SCENARIOS if n.startswith("latency_unique")},
         "profile": [min(PROFILE_ROWS, s.rows)],
+        "pg_workers_unique": [s.pg_unique],
     }
     for rows in sorted({n for name in chosen for n in needed.get(name, [s.rows])}):
         print(f"{time.strftime('%H:%M:%S')} generating {rows:,} rows", file=sys.stderr, flush=True)
@@ -994,6 +1181,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run (< 1 min)")
     parser.add_argument("--out", type=Path, default=BENCH / "out", help="results directory")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (e.g. a worktree of main) that pg_workers_unique runs as well",
+    )
     parser.add_argument("--child-stage", nargs=2, metavar=("CSV", "DB_URL"), help=argparse.SUPPRESS)
     parser.add_argument("--child-country", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1010,7 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
     data.mkdir(parents=True, exist_ok=True)
     log = out / "run.log"
     log.unlink(missing_ok=True)
-    h = Harness(sizes=sizes, out=out, data=data, log=log)
+    h = Harness(sizes=sizes, out=out, data=data, log=log, compare=args.compare)
     prepare(h, chosen)
     started = time.time()
     for name in chosen:

@@ -53,6 +53,10 @@ QUEUE_DEPTH = 2  # chunks claimed ahead per worker, so workers never wait for th
 #: deeper queue keeps its threads busy (measured on 300k recipients: send phase -4%, two pairs)
 PROCESS_QUEUE_DEPTH = 4
 POLL_INTERVAL = 0.5  # seconds the coordinator waits for a finished chunk before looking around
+#: finished chunks are recorded together, in one transaction, once this many have come back or
+#: the first of them has waited RECORD_DELAY: one-recipient chunks (distinct texts) otherwise
+#: cost a recording transaction per request, a round trip and a commit each on a server database
+RECORD_DELAY = 0.05  # seconds
 #: seconds a stopping run waits for requests already sent; after it, their rows stay `sending`
 #: (owned by a process about to exit) and the next run settles them with querymsg
 STOP_GRACE = 5.0
@@ -216,6 +220,10 @@ class Sender:
     def run(self) -> SendStats:
         progress = SendProgress()
         in_flight: dict[Future[ChunkResult], Chunk] = {}
+        # back from the couriers, not recorded yet (see RECORD_DELAY); their requests are over,
+        # so they take no room, and a stop or the end of the run records them first
+        finished: list[tuple[Chunk, Future[ChunkResult]]] = []
+        finished_since = 0.0
         exhausted = False
         stopping_since: float | None = None
         abandoned = 0
@@ -271,7 +279,7 @@ class Sender:
                             pool = pool or self._start_workers()
                             for chunk in chunks:
                                 in_flight[pool.submit(chunk)] = chunk
-                if not in_flight:
+                if not in_flight and not finished:
                     if backlog.failing and not self._stop.is_set():
                         self._stop.wait(min(POLL_INTERVAL, backlog.wait_time()))
                         continue  # wait for the database, holding what is not recorded
@@ -295,12 +303,28 @@ class Sender:
                         )
                         break
                     timeout = min(timeout, left)
+                if finished:
+                    timeout = max(
+                        0.0, min(timeout, finished_since + RECORD_DELAY - time.monotonic())
+                    )
                 done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
                 if done:
-                    released = self._record([(in_flight.pop(f), f) for f in done], progress)
+                    if not finished:
+                        finished_since = time.monotonic()
+                    finished.extend((in_flight.pop(f), f) for f in done)
+                if finished and (
+                    len(finished) >= self._concurrency
+                    or time.monotonic() >= finished_since + RECORD_DELAY
+                    or not in_flight
+                    or self._stop.is_set()
+                ):
+                    released = self._record(finished, progress)
+                    finished = []
                     exhausted = exhausted and not released
                     if self._progress_cb is not None:
                         self._progress_cb(progress)
+            if finished:  # (every way out of the loop records first; this is the safety net)
+                self._record(finished, progress)
         finally:
             if pool is not None:
                 pool.shutdown()

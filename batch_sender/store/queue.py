@@ -158,6 +158,21 @@ class _ClaimSql:
     def timestamp(self, value: datetime) -> Any:
         return value if self._to_db is None else self._to_db(value)
 
+    def claim_values(self, n: int) -> str:
+        """PostgreSQL: UPDATE claiming ``n`` rows, each with its own client message ID:
+        (worker, claimed_at, updated_at, id, client_message_id, id, client_message_id, …)."""
+        key = -n
+        sql = self._claims.get(key)
+        if sql is None:
+            m = self.mark
+            values = ", ".join([f"({m}::bigint, {m}::varchar)"] * n)
+            sql = self._claims[key] = (
+                "UPDATE recipients AS r SET status = 'sending', client_message_id = v.cmid, "
+                f"claimed_by = {m}, claimed_at = {m}, attempts = r.attempts + 1, "
+                f"updated_at = {m} FROM (VALUES {values}) AS v (id, cmid) WHERE r.id = v.id"
+            )
+        return sql
+
     def claim(self, n: int) -> str:
         """UPDATE claiming ``n`` ids: (client_message_id, worker, claimed_at, updated_at, *ids)."""
         sql = self._claims.get(n)
@@ -308,11 +323,28 @@ class QueueMixin(StoreBase):
                                     tuple(members[start : start + size]),
                                 )
                             )
-                for client_message_id, _, chunk_members in claimed:
-                    conn.exec_driver_sql(
-                        sql.claim(len(chunk_members)),
-                        (client_message_id, worker, now, now, *(r.id for r in chunk_members)),
-                    )
+                claimed_rows = sum(len(m) for _, _, m in claimed)
+                if (
+                    conn.dialect.name == "postgresql"
+                    and len(claimed) > 1
+                    and claimed_rows < SMALL_CHUNKS * len(claimed)
+                ):
+                    # many small chunks (distinct texts: one recipient each): one UPDATE … FROM
+                    # (VALUES (id, client_message_id), …) for all of them, not a round trip per
+                    # chunk (16 one-row chunks: 16 statements → 1)
+                    pairs = [(r.id, cmid) for cmid, _, members in claimed for r in members]
+                    for start in range(0, len(pairs), _ID_BATCH):
+                        some = pairs[start : start + _ID_BATCH]
+                        conn.exec_driver_sql(
+                            sql.claim_values(len(some)),
+                            (worker, now, now, *itertools.chain.from_iterable(some)),
+                        )
+                else:
+                    for client_message_id, _, chunk_members in claimed:
+                        conn.exec_driver_sql(
+                            sql.claim(len(chunk_members)),
+                            (client_message_id, worker, now, now, *(r.id for r in chunk_members)),
+                        )
             if not claimed:
                 return []
             payloads = self._messages_of(conn, {m for _, m, _ in claimed})
