@@ -473,6 +473,7 @@ def proxy_configured() -> bool:
         name.lower().endswith("_proxy") and name.lower() != "no_proxy" for name in os.environ
     )
 
+
 def answer(
     status: int, raw: Sequence[tuple[str, str]], content: bytes
 ) -> tuple[int, Mapping[str, str], bytes]:

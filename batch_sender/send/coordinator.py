@@ -313,7 +313,7 @@ class Sender:
                         finished_since = time.monotonic()
                     finished.extend((in_flight.pop(f), f) for f in done)
                 if finished and (
-                    len(finished) >= self._concurrency
+                    len(finished) >= capacity
                     or time.monotonic() >= finished_since + RECORD_DELAY
                     or not in_flight
                     or self._stop.is_set()

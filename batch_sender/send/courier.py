@@ -216,8 +216,7 @@ class Rules:
                 wait_s = until - time.time()
                 if wait_s > self._max_wait:
                     stop = RunStopped(
-                        f"{exc}; that is {wait_s:.0f}s away, "
-                        f"past --max-wait {self._max_wait:.0f}s",
+                        f"{exc}; that is {wait_s:.0f}s away, past --max-wait {self._max_wait:.0f}s",
                         code=exc.code,
                         description=exc.description,
                     )

@@ -419,9 +419,13 @@ class Gateway:
             if kind in ("http_503", "http_429"):
                 retry_after = opts.get("retry_after", self.config.retry_after)
                 headers = () if retry_after is None else ((b"Retry-After", b"%g" % retry_after),)
-                status, text = (503, b"Service Unavailable") if kind == "http_503" else (
-                    429,
-                    b"Too Many Requests",
+                status, text = (
+                    (503, b"Service Unavailable")
+                    if kind == "http_503"
+                    else (
+                        429,
+                        b"Too Many Requests",
+                    )
                 )
                 return Reply(status, text, content_type=b"text/plain", headers=headers)
             if kind == "http_500":

@@ -73,9 +73,7 @@ def test_hundreds_of_requests_are_in_flight_at_once(bs, make_simulator, tmp_path
 
 
 @pytest.mark.usefixtures("each_send_process")
-def test_auto_grows_well_past_the_old_maximum_when_the_gateway_is_far(
-    bs, make_simulator, tmp_path
-):
+def test_auto_grows_well_past_the_old_maximum_when_the_gateway_is_far(bs, make_simulator, tmp_path):
     sim = make_simulator(latency_ms=200)
     csv = distinct_campaign(tmp_path, 1500)
     with peak_connections(sim) as peak:
