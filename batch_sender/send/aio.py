@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from batch_sender.config import MessageOptions
 from batch_sender.errors import GatewayError
+from batch_sender.eventloop import new_loop
 from batch_sender.gateway.aio import AsyncGatewayClient
 from batch_sender.gateway.client import GatewayClient
 from batch_sender.send import policy
@@ -35,7 +36,7 @@ from batch_sender.send.courier import ChunkResult, Rules
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
-__all__ = ["AsyncCourier", "Dispatcher", "LoopWorkers", "StopSignal", "new_loop"]
+__all__ = ["AsyncCourier", "Dispatcher", "LoopWorkers", "StopSignal", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,6 @@ RATE_LATE = 0.02
 RATE_THREADS = 8
 
 Token = TypeVar("Token")
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop loop when uvloop is installed, else the default asyncio loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _no_sleep(seconds: float) -> None:
@@ -402,7 +394,7 @@ def _resolve(future: Future[ChunkResult], result: ChunkResult | BaseException) -
         future.set_result(result)
 
 
-def serve(
+async def serve(
     *,
     client: GatewayClient,
     limit: Limit,
@@ -416,44 +408,10 @@ def serve(
     send: Callable[[tuple[Any, ...]], None],
     drain_timeout: float,
 ) -> None:
-    """The sending process's event loop: chunks from ``read`` (``("chunk", seq, chunk)``,
-    ``("stop",)``; None at the end of input, read on a thread of its own), results, errors and
-    changes of the limit to ``send``; returns once the input ended and every chunk has."""
-    loop = new_loop()
-    try:
-        loop.run_until_complete(
-            _serve(
-                client=client,
-                limit=limit,
-                options=options,
-                rate=rate,
-                max_attempts=max_attempts,
-                max_wait=max_wait,
-                backoff_scale=backoff_scale,
-                max_connections=max_connections,
-                read=read,
-                send=send,
-                drain_timeout=drain_timeout,
-            )
-        )
-    finally:
-        loop.close()
-
-
-async def _serve(
-    *,
-    client: GatewayClient,
-    limit: Limit,
-    options: MessageOptions,
-    rate: float | None,
-    max_attempts: int,
-    max_wait: float,
-    backoff_scale: float,
-    max_connections: int,
-    read: Callable[[], tuple[Any, ...] | None],
-    send: Callable[[tuple[Any, ...]], None],
-    drain_timeout: float,
-) -> None:
+    """The sending process's work, on its event loop (``eventloop.run``): chunks from ``read``
+    (``("chunk", seq, chunk)``, ``("stop",)``; None at the end of input, read on a thread of its
+    own), results, errors and changes of the limit to ``send``; returns once the input ended and
+    every chunk has."""
     loop = asyncio.get_running_loop()
     stop = threading.Event()
     signal = StopSignal(stop)

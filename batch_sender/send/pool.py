@@ -38,7 +38,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from batch_sender import redact
+from batch_sender import eventloop, redact
 from batch_sender.config import MessageOptions
 from batch_sender.gateway.client import ClientSpec, GatewayClient
 from batch_sender.send import adaptive, aio
@@ -419,18 +419,20 @@ def child_main() -> int:
         return message
 
     with GatewayClient.from_spec(spec.client) as client:
-        aio.serve(
-            client=client,
-            limit=adaptive.limit_for(spec.concurrency),
-            options=spec.options,
-            rate=spec.rate,
-            max_attempts=spec.max_attempts,
-            max_wait=spec.max_wait,
-            backoff_scale=spec.backoff_scale,
-            max_connections=adaptive.MAX_CONCURRENCY,
-            read=read,
-            send=send,
-            drain_timeout=CHILD_DRAIN_TIMEOUT,
+        eventloop.run(
+            aio.serve(
+                client=client,
+                limit=adaptive.limit_for(spec.concurrency),
+                options=spec.options,
+                rate=spec.rate,
+                max_attempts=spec.max_attempts,
+                max_wait=spec.max_wait,
+                backoff_scale=spec.backoff_scale,
+                max_connections=adaptive.MAX_CONCURRENCY,
+                read=read,
+                send=send,
+                drain_timeout=CHILD_DRAIN_TIMEOUT,
+            )
         )
     outbox.close()
     return 0

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from batch_sender.eventloop import new_loop
 from batch_sender.simulator.callbacks import CallbackPoster
 from batch_sender.simulator.config import Credentials, SimulatorConfig
 from batch_sender.simulator.gateway import WEBSERVICE_PATH, AcceptedMessage, Gateway
@@ -26,15 +27,6 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0  # seconds to wait for the server thread to finish
 _T = TypeVar("_T")
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop loop when uvloop is installed, else the default asyncio loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 class Simulator:
@@ -130,7 +122,7 @@ class Simulator:
         failure: list[BaseException] = []
 
         def run() -> None:
-            loop = _new_loop()
+            loop = new_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:

@@ -150,6 +150,13 @@ def dispatch(sim, limit: Limit, n: int, *, rate: float | None = None):
     return results, history
 
 
+def halved_after_its_peak(history: list[int]) -> bool:
+    """The limit came down to half of the highest it reached, or lower, after reaching it (how
+    high it got first, and how many back-offs follow, depend on the machine's pace)."""
+    peak = history.index(max(history))
+    return min(history[peak:]) <= max(history) // 2
+
+
 def test_the_dispatcher_keeps_a_fixed_limit(make_simulator):
     sim = make_simulator(latency_ms=100)
     with peak_connections(sim) as peak:
@@ -164,7 +171,7 @@ def test_auto_backs_off_when_the_gateway_answers_err_130(make_simulator):
     sim = make_simulator(latency_ms=20, max_mps=100)
     aimd = Aimd(AimdSettings(start=64))
     _, history = dispatch(sim, aimd, 300)
-    assert min(history) <= 32, history
+    assert halved_after_its_peak(history), history
     assert not aimd.slow_start
     sent_once(sim, 300)
 
@@ -175,7 +182,7 @@ def test_auto_backs_off_on_http_429_and_503(make_simulator):
     sim.gateway.inject("http_503", times=5, retry_after=0)
     aimd = Aimd(AimdSettings(start=64))
     _, history = dispatch(sim, aimd, 400)
-    assert min(history) <= 32, history
+    assert halved_after_its_peak(history), history
     sent_once(sim, 400)
 
 

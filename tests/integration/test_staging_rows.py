@@ -6,8 +6,6 @@ SQLite and MariaDB); this reads the rows back and compares them field by field w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import select
 
@@ -44,15 +42,6 @@ ROWS = [
         fields='{"to":"not a number","name":"X"}',
     ),
 ]
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    opened = Store.open(db_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def test_every_field_of_a_staged_row_lands_in_the_column_of_its_name(store: Store) -> None:
