@@ -241,6 +241,30 @@ def finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[dict[str,
     return summaries
 
 
+def four_with_one_killed_midway(
+    args: list[str],
+    *,
+    sim: SimulatorProcess,
+    db_url: str,
+    tmp_path: Path,
+    total: int,
+    start: float,
+    end: float,
+) -> list[dict[str, Any]]:
+    """Four ``run`` processes; the second is SIGKILLed once 40% of ``total`` numbers were
+    accepted (within ``start`` seconds); the three survivors' summaries (within ``end``)."""
+    procs = start_workers(4, args, sim=sim, db_url=db_url, tmp_path=tmp_path)
+    victim = procs[1]
+    deadline = time.monotonic() + start
+    while sim.accepted() < total * 0.4:
+        assert time.monotonic() < deadline, "the workers did not get going"
+        assert victim.poll() is None, (tmp_path / "worker-1.log").read_text()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    return finish([p for p in procs if p is not victim], timeout=end)
+
+
 def records(sim: Simulator | SimulatorProcess) -> list[dict[str, Any]]:
     path = sim.record if isinstance(sim, SimulatorProcess) else Path(str(sim.config.record))
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -327,17 +351,9 @@ def test_four_workers_share_one_campaign_at_one_rate_and_survive_a_kill(
     args = [str(src), "--text", "Hello", "--name", "big", "--rate", str(int(rate)),
             "--lease", "3", "--max-processing", "1"]  # fmt: skip
 
-    procs = start_workers(4, args, sim=sim, db_url=pg_url, tmp_path=tmp_path)
-    victim = procs[1]
-    deadline = time.monotonic() + 60
-    while sim.accepted() < total * 0.4:  # midway
-        assert time.monotonic() < deadline, "the workers did not get going"
-        assert victim.poll() is None, (tmp_path / "worker-1.log").read_text()
-        time.sleep(0.1)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    survivors = [p for p in procs if p is not victim]
-    summaries = finish(survivors, timeout=80)
+    summaries = four_with_one_killed_midway(
+        args, sim=sim, db_url=pg_url, tmp_path=tmp_path, total=total, start=60, end=80
+    )
 
     # Every process that lived says the same. The victim's rows settled too: sent, or — for a
     # many-number request it had in flight when it died, which reached the gateway — unknown
@@ -391,16 +407,9 @@ def test_four_workers_with_distinct_texts_send_each_number_once_through_a_kill(
         args = [str(src), "--text", "Hi {name}, your code", "--name", "unique", "--rate", "1000",
                 "--concurrency", "8", "--lease", "3", "--max-processing", "1"]  # fmt: skip
 
-        procs = start_workers(4, args, sim=sim, db_url=pg_url, tmp_path=tmp_path)
-        victim = procs[1]
-        deadline = time.monotonic() + 90
-        while sim.accepted() < total * 0.4:  # midway
-            assert time.monotonic() < deadline, "the workers did not get going"
-            assert victim.poll() is None, (tmp_path / "worker-1.log").read_text()
-            time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        summaries = finish([p for p in procs if p is not victim], timeout=120)
+        summaries = four_with_one_killed_midway(
+            args, sim=sim, db_url=pg_url, tmp_path=tmp_path, total=total, start=90, end=120
+        )
     finally:
         sim.stop()
 
