@@ -170,10 +170,15 @@ def test_handle_mo_ignores_other_replies_and_honours_custom_keywords(store: Stor
 def test_two_overlapping_cron_runs_on_sqlite_share_the_work_without_sending_twice(
     make_simulator, tmp_path, bs_script
 ):
-    sim = make_simulator(latency_ms=20)
+    # Pinned to 2 in flight at 40 ms a request (150 requests, about 3 s alone): under auto the
+    # first run could finish all 150 before the second had started, and there is nothing to share.
+    sim = make_simulator(latency_ms=40)
     numbers = [str(27821000000 + i) for i in range(1500)]
     src = write_csv(tmp_path / "c.csv", [(n, "x") for n in numbers])
-    args = ("run", str(src), "--text", "Hi", "--name", "nightly", "--chunk-size", "10", "--json")
+    args = (
+        "run", str(src), "--text", "Hi", "--name", "nightly", "--chunk-size", "10",
+        "--concurrency", "2", "--json",
+    )  # fmt: skip
 
     import concurrent.futures
 
