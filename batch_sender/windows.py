@@ -28,12 +28,10 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
-from sqlalchemy import ColumnElement, false
 
 from batch_sender.errors import InputError
 from batch_sender.store import Store
 from batch_sender.store import operators as sql
-from batch_sender.store.tables import recipients
 
 __all__ = [
     "MAX_DELIV_MINUTES",
@@ -192,9 +190,10 @@ def utcnow() -> datetime:
 class ClaimGate:
     """Called by the store before each claim: expire past ``--not-after``, keep to the window.
 
-    Returns the extra condition on the rows a claim may take: None (any pending row),
-    ``false()`` (none now), or ``tz_key IN (open keys)``. ``now`` is injectable (tests freeze
-    the clock). Install it with ``store.before_claim = ClaimGate(store, ...)``.
+    Returns the extra condition on the rows a claim may take, built by ``store.operators``:
+    None (any pending row), nothing now, or the rows whose time-zone key is open. ``now`` is
+    injectable (tests freeze the clock). Install it with
+    ``store.before_claim = ClaimGate(store, ...)``.
     """
 
     def __init__(
@@ -218,10 +217,10 @@ class ClaimGate:
         self._expired: set[int] = set()
         self.waiting_logged = False
 
-    def __call__(self, campaign_id: int) -> ColumnElement[bool] | None:
+    def __call__(self, campaign_id: int) -> sql.ClaimCondition | None:
         now = self._now()
         if self._not_after is not None and self._past_deadline(campaign_id, now):
-            return false()
+            return sql.claims_nothing()
         if self._window is None:
             return None
         if self._zone is not None:
@@ -233,11 +232,7 @@ class ClaimGate:
             return None
         if not open_keys:
             return self._closed(campaign_id)
-        with_key = [k for k in open_keys if k is not None]
-        condition: ColumnElement[bool] = recipients.c.tz_key.in_(with_key)
-        if None in open_keys:
-            condition = condition | recipients.c.tz_key.is_(None)
-        return condition
+        return sql.tz_keys_among(open_keys)
 
     def is_open(self, msisdn: str, now: datetime | None = None) -> bool:
         """Whether one number's window is open (for reports and tests)."""
@@ -275,7 +270,7 @@ class ClaimGate:
             keys = self._keys[campaign_id] = sql.pending_tz_keys(self._store, campaign_id)
         return keys
 
-    def _closed(self, campaign_id: int) -> ColumnElement[bool]:
+    def _closed(self, campaign_id: int) -> sql.ClaimCondition:
         if not self.waiting_logged:
             self.waiting_logged = True
             log.info(
@@ -283,7 +278,7 @@ class ClaimGate:
                 "later run",
                 self._window,
             )
-        return false()
+        return sql.claims_nothing()
 
 
 @dataclass(frozen=True, slots=True)

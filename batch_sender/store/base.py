@@ -112,6 +112,10 @@ class _Message:
     parts: int
 
 
+#: An extra condition on the rows a claim may take (built by ``store.operators``).
+ClaimCondition = ColumnElement[bool]
+
+
 class StoreBase:
     """The engine and its lifecycle; the other parts of ``Store`` build on it."""
 
@@ -122,7 +126,7 @@ class StoreBase:
         self._messages: dict[int, _Message] = {}  # immutable rows, cached for claims
         #: called before each claim with the campaign id: an extra condition on the rows it may
         #: take, or None (operators' controls: send windows, --not-after; windows.ClaimGate)
-        self.before_claim: Callable[[int], ColumnElement[bool] | None] | None = None
+        self.before_claim: Callable[[int], ClaimCondition | None] | None = None
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Self:

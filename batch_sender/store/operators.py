@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, delete, insert, literal, select, update
+from sqlalchemy import Connection, delete, false, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import engine as engines
+from batch_sender.store.base import ClaimCondition
 from batch_sender.store.facade import Store
 from batch_sender.store.tables import (
     MSISDN_LENGTH,
@@ -28,9 +29,11 @@ from batch_sender.store.tables import (
 
 __all__ = [
     "ACTIVE_CAMPAIGN_STATUSES",
+    "ClaimCondition",
     "Suppression",
     "add_suppressions",
     "campaign_created_at",
+    "claims_nothing",
     "expire_pending",
     "fill_tz_keys",
     "is_suppressed",
@@ -39,6 +42,7 @@ __all__ = [
     "remove_suppressions",
     "suppress_pending",
     "suppressed_numbers",
+    "tz_keys_among",
 ]
 
 #: Campaigns whose pending rows may still be sent (a new opt-out reaches them at once).
@@ -275,3 +279,17 @@ def pending_tz_keys(store: Store, campaign_id: int) -> set[str | None]:
         store.engine.connect() as c,
     ):
         return set(c.execute(stmt).scalars())
+
+
+def claims_nothing() -> ClaimCondition:
+    """The claim condition of a closed window or a passed --not-after: no row now."""
+    return false()
+
+
+def tz_keys_among(keys: Iterable[str | None]) -> ClaimCondition:
+    """The claim condition "the row's time-zone key is one of ``keys``" (None: no key yet)."""
+    keys = list(keys)
+    condition: ClaimCondition = _r.tz_key.in_([k for k in keys if k is not None])
+    if None in keys:
+        condition = condition | _r.tz_key.is_(None)
+    return condition

@@ -169,8 +169,10 @@ def test_a_flood_of_receipts_overtaking_the_run_loses_none_and_applies_none_twic
     sim = make_simulator(
         callback_url=url + "clickatell/status",
         callback_omit=frozenset(omit),
-        latency_ms=1000,  # every answer waits 1 s; its 003s go out at once: they overtake it
-        delivery_delays=(0.0, 1.0),  # the final status: about when the answer is recorded
+        # every answer waits 3 s; its 003s go out at once: they overtake it (at 1 s a loaded
+        # machine once posted all 1,000 after their IDs were recorded, and nothing overtook)
+        latency_ms=3000,
+        delivery_delays=(0.0, 3.0),  # the final status: about when the answer is recorded
         undeliverable_prefixes=("2782100001",),
         keep_messages=True,
     )

@@ -92,3 +92,33 @@ def test_every_internal_import_names_a_module_that_exists():
                 if name.startswith("batch_sender") and importlib.util.find_spec(name) is None:
                     missing.add(f"{path.relative_to(PACKAGE.parent)}: {name}")
     assert not missing, sorted(missing)
+
+
+#: Where SQL is built: the store, the migrations, and the SQL source (an operator's own query).
+SQL_HOMES = ("store", "migrations", "sources")
+#: What the rest may take from SQLAlchemy: URLs and errors, never a statement or a condition.
+SQL_FREE = ("sqlalchemy.engine", "sqlalchemy.exc")
+
+
+def _sqlalchemy_imports_outside_the_store() -> list[str]:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in SQL_HOMES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.split(".")[0] == "sqlalchemy" and not name.startswith(SQL_FREE):
+                    found.append(f"{rel}:{node.lineno} imports {name}")
+    return found
+
+
+def test_sql_is_built_in_the_store_alone():
+    """The review found windows.py building the claim's window condition: a reader looking for
+    the SQL a claim runs must find all of it under store/."""
+    assert _sqlalchemy_imports_outside_the_store() == []
