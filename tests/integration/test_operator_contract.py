@@ -470,6 +470,18 @@ def test_version_is_single_sourced() -> None:
     assert importlib.metadata.version("batch-sender") == batch_sender.__version__
 
 
+def test_the_installed_metadata_names_its_licence_classifiers_and_project_urls() -> None:
+    """What pip, pipx and PyPI show a user deciding whether to install it."""
+    import importlib.metadata
+
+    meta = importlib.metadata.metadata("batch-sender")
+    assert meta["License-Expression"] == "MIT" or meta["License"] == "MIT"
+    assert "Environment :: Console" in meta.get_all("Classifier", [])
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL", []))
+    assert {"Homepage", "Documentation", "Issues"} <= set(urls), urls
+    assert all(u.startswith("https://") for u in urls.values()), urls
+
+
 # -- 14: --smart-encoding ---------------------------------------------------------------------
 
 CURLY = "Hi {name}, don’t miss our “winter sale” – 50% off… this weekend only, at every store"
