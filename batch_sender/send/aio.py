@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -251,7 +251,10 @@ class Dispatcher(Monitor, Generic[Token]):
         return len(self._tasks)
 
     def submit(self, token: Token, chunk: Chunk) -> None:
-        self._queue.append((token, chunk))
+        self.submit_all(((token, chunk),))
+
+    def submit_all(self, items: Iterable[tuple[Token, Chunk]]) -> None:
+        self._queue.extend(items)
         self._idle.clear()
         self._pump()
 
@@ -366,10 +369,17 @@ class LoopWorkers:
         return self._dispatcher.limit
 
     def submit(self, chunk: Chunk) -> Future[ChunkResult]:
-        future: Future[ChunkResult] = Future()
-        future.set_running_or_notify_cancel()
-        self._loop.call_soon_threadsafe(self._dispatcher.submit, future, chunk)
-        return future
+        return self.submit_all((chunk,))[0]
+
+    def submit_all(self, chunks: Sequence[Chunk]) -> list[Future[ChunkResult]]:
+        """Hand ``chunks`` to the loop with one wake-up."""
+        items: list[tuple[Future[ChunkResult], Chunk]] = []
+        for chunk in chunks:
+            future: Future[ChunkResult] = Future()
+            future.set_running_or_notify_cancel()
+            items.append((future, chunk))
+        self._loop.call_soon_threadsafe(self._dispatcher.submit_all, items)
+        return [future for future, _ in items]
 
     def stop(self) -> None:
         self._stop.set()
@@ -406,11 +416,13 @@ async def serve(
     max_connections: int,
     read: Callable[[], tuple[Any, ...] | None],
     send: Callable[[tuple[Any, ...]], None],
+    send_results: Callable[[list[tuple[int, ChunkResult]]], None],
     drain_timeout: float,
 ) -> None:
     """The sending process's work, on its event loop (``eventloop.run``): chunks from ``read``
-    (``("chunk", seq, chunk)``, ``("stop",)``; None at the end of input, read on a thread of its
-    own), results, errors and changes of the limit to ``send``; returns once the input ended and
+    (``("chunks", [(seq, chunk), …])``, ``("stop",)``; None at the end of input, read on a
+    thread of its own), results to ``send_results`` (those that ended in one turn of the loop
+    together), errors and changes of the limit to ``send``; returns once the input ended and
     every chunk has."""
     loop = asyncio.get_running_loop()
     stop = threading.Event()
@@ -425,14 +437,29 @@ async def serve(
         backoff_scale=backoff_scale,
     )
 
+    answers: list[tuple[int, ChunkResult]] = []  # ended in this turn of the loop
+
+    def flush() -> None:
+        if not answers:
+            return
+        ended = answers[:]
+        answers.clear()
+        try:
+            send_results(ended)
+        except Exception:  # an answer that does not pickle (a bug): find it, send the others
+            for seq, result in ended:
+                try:
+                    send_results([(seq, result)])
+                except Exception as exc:
+                    send(("error", seq, f"sending a chunk: {exc!r}"))
+
     def deliver(seq: int, result: ChunkResult | BaseException) -> None:
         if isinstance(result, BaseException):
             send(("error", seq, f"sending a chunk: {result!r}"))
             return
-        try:
-            send(("result", seq, result))
-        except Exception as exc:  # an answer that does not pickle: a bug
-            send(("error", seq, f"sending a chunk: {exc!r}"))
+        if not answers:
+            loop.call_soon(flush)
+        answers.append((seq, result))
 
     dispatcher: Dispatcher[int] = Dispatcher(
         courier, limit, deliver, on_limit=lambda n: send(("limit", n))
@@ -442,8 +469,8 @@ async def serve(
     def take(message: tuple[Any, ...] | None) -> None:
         if message is None:
             ended.set()
-        elif message[0] == "chunk":
-            dispatcher.submit(message[1], message[2])
+        elif message[0] == "chunks":
+            dispatcher.submit_all(message[1])
         elif message[0] == "stop":
             signal.set()
 
@@ -459,6 +486,7 @@ async def serve(
     await ended.wait()
     if not await dispatcher.drain(drain_timeout):
         log.warning("the sending process exits with requests still awaiting their answer")
+    flush()
     signal.close()
     courier.close()
     await courier.client.aclose()
