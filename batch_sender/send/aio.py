@@ -29,10 +29,10 @@ from batch_sender.config import MessageOptions
 from batch_sender.errors import GatewayError
 from batch_sender.eventloop import new_loop
 from batch_sender.gateway.aio import AsyncGatewayClient
-from batch_sender.gateway.client import GatewayClient
+from batch_sender.gateway.client import GatewayClient, Receipt
 from batch_sender.send import policy
 from batch_sender.send.adaptive import Limit, is_pushback
-from batch_sender.send.courier import ChunkResult, Rules
+from batch_sender.send.courier import ChunkResult, Job, Rules
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
@@ -151,33 +151,39 @@ class AsyncCourier(Rules):
     async def _send_chunk(self, chunk: Chunk) -> ChunkResult:
         job = self._job(chunk)
         requests = 0
-        loop = asyncio.get_running_loop()
         while True:
             await self._pause()
             if self.stop.is_set():
                 return self._stopped(job, requests)
             try:
-                async for attempt in policy.async_policy(
-                    max_attempts=self._max_attempts,
-                    stop_event=self.stop,
-                    sleep=self._signal.sleep,
-                    scale=self._backoff_scale,
-                ):
-                    with attempt:
-                        await self._pause()
-                        await self._rate(job.units)
-                        if self.stop.is_set():  # stopped during a pause or a rate wait
-                            return self._stopped(job, requests)
-                        requests += 1
-                        started = loop.time()
-                        try:
-                            receipts = await self.client.sendmsg(
-                                job.numbers, job.message, climsgid=chunk.client_message_id
-                            )
-                        except GatewayError as exc:
-                            self.monitor.failed(exc, loop.time() - started)
-                            raise
-                        self.monitor.answered(loop.time() - started)
+                # the first attempt outside tenacity (setting it up and iterating it was a third
+                # of the courier's time); tenacity takes over only after a failure it retries,
+                # seeded with that failure: the same retry decisions and the same waits
+                if not await self._ready(job):
+                    return self._stopped(job, requests)
+                requests += 1
+                first: GatewayError | None = None
+                try:
+                    receipts = await self._request(chunk, job)
+                except GatewayError as exc:
+                    if not policy.is_retryable(exc):
+                        raise
+                    first = exc
+                if first is not None:
+                    async for attempt in policy.async_policy(
+                        max_attempts=self._max_attempts,
+                        stop_event=self.stop,
+                        sleep=self._signal.sleep,
+                        scale=self._backoff_scale,
+                    ):
+                        with attempt:
+                            if first is not None:  # tenacity's first attempt: the one above
+                                failed, first = first, None
+                                raise failed
+                            if not await self._ready(job):
+                                return self._stopped(job, requests)
+                            requests += 1
+                            receipts = await self._request(chunk, job)
             except GatewayError as exc:
                 result = self._failed(chunk, job, exc, requests)
                 if result is None:  # paused: every courier waits, then this chunk goes again
@@ -187,6 +193,27 @@ class AsyncCourier(Rules):
             if result.pause_until is not None:  # ERR 130 for some numbers: pushback too
                 self.monitor.paused()
             return result
+
+    async def _ready(self, job: Job) -> bool:
+        """Wait out the ERR 130 pause and the rate before a request; False if the run stopped
+        meanwhile (the request must not leave)."""
+        await self._pause()
+        await self._rate(job.units)
+        return not self.stop.is_set()
+
+    async def _request(self, chunk: Chunk, job: Job) -> list[Receipt]:
+        """One ``sendmsg`` of the chunk, its round trip told to the monitor."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            receipts = await self.client.sendmsg(
+                job.numbers, job.message, climsgid=chunk.client_message_id
+            )
+        except GatewayError as exc:
+            self.monitor.failed(exc, loop.time() - started)
+            raise
+        self.monitor.answered(loop.time() - started)
+        return receipts
 
     async def _pause(self) -> None:
         """Wait while the gateway's MT limit (ERR 130) holds every courier, or until the stop."""
