@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -29,10 +29,10 @@ from batch_sender.config import MessageOptions
 from batch_sender.errors import GatewayError
 from batch_sender.eventloop import new_loop
 from batch_sender.gateway.aio import AsyncGatewayClient
-from batch_sender.gateway.client import GatewayClient
+from batch_sender.gateway.client import GatewayClient, Receipt
 from batch_sender.send import policy
 from batch_sender.send.adaptive import Limit, is_pushback
-from batch_sender.send.courier import ChunkResult, Rules
+from batch_sender.send.courier import ChunkResult, Job, Rules
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
@@ -151,33 +151,39 @@ class AsyncCourier(Rules):
     async def _send_chunk(self, chunk: Chunk) -> ChunkResult:
         job = self._job(chunk)
         requests = 0
-        loop = asyncio.get_running_loop()
         while True:
             await self._pause()
             if self.stop.is_set():
                 return self._stopped(job, requests)
             try:
-                async for attempt in policy.async_policy(
-                    max_attempts=self._max_attempts,
-                    stop_event=self.stop,
-                    sleep=self._signal.sleep,
-                    scale=self._backoff_scale,
-                ):
-                    with attempt:
-                        await self._pause()
-                        await self._rate(job.units)
-                        if self.stop.is_set():  # stopped during a pause or a rate wait
-                            return self._stopped(job, requests)
-                        requests += 1
-                        started = loop.time()
-                        try:
-                            receipts = await self.client.sendmsg(
-                                job.numbers, job.message, climsgid=chunk.client_message_id
-                            )
-                        except GatewayError as exc:
-                            self.monitor.failed(exc, loop.time() - started)
-                            raise
-                        self.monitor.answered(loop.time() - started)
+                # the first attempt outside tenacity (setting it up and iterating it was a third
+                # of the courier's time); tenacity takes over only after a failure it retries,
+                # seeded with that failure: the same retry decisions and the same waits
+                if not await self._ready(job):
+                    return self._stopped(job, requests)
+                requests += 1
+                first: GatewayError | None = None
+                try:
+                    receipts = await self._request(chunk, job)
+                except GatewayError as exc:
+                    if not policy.is_retryable(exc):
+                        raise
+                    first = exc
+                if first is not None:
+                    async for attempt in policy.async_policy(
+                        max_attempts=self._max_attempts,
+                        stop_event=self.stop,
+                        sleep=self._signal.sleep,
+                        scale=self._backoff_scale,
+                    ):
+                        with attempt:
+                            if first is not None:  # tenacity's first attempt: the one above
+                                failed, first = first, None
+                                raise failed
+                            if not await self._ready(job):
+                                return self._stopped(job, requests)
+                            requests += 1
+                            receipts = await self._request(chunk, job)
             except GatewayError as exc:
                 result = self._failed(chunk, job, exc, requests)
                 if result is None:  # paused: every courier waits, then this chunk goes again
@@ -187,6 +193,27 @@ class AsyncCourier(Rules):
             if result.pause_until is not None:  # ERR 130 for some numbers: pushback too
                 self.monitor.paused()
             return result
+
+    async def _ready(self, job: Job) -> bool:
+        """Wait out the ERR 130 pause and the rate before a request; False if the run stopped
+        meanwhile (the request must not leave)."""
+        await self._pause()
+        await self._rate(job.units)
+        return not self.stop.is_set()
+
+    async def _request(self, chunk: Chunk, job: Job) -> list[Receipt]:
+        """One ``sendmsg`` of the chunk, its round trip told to the monitor."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            receipts = await self.client.sendmsg(
+                job.numbers, job.message, climsgid=chunk.client_message_id
+            )
+        except GatewayError as exc:
+            self.monitor.failed(exc, loop.time() - started)
+            raise
+        self.monitor.answered(loop.time() - started)
+        return receipts
 
     async def _pause(self) -> None:
         """Wait while the gateway's MT limit (ERR 130) holds every courier, or until the stop."""
@@ -251,7 +278,10 @@ class Dispatcher(Monitor, Generic[Token]):
         return len(self._tasks)
 
     def submit(self, token: Token, chunk: Chunk) -> None:
-        self._queue.append((token, chunk))
+        self.submit_all(((token, chunk),))
+
+    def submit_all(self, items: Iterable[tuple[Token, Chunk]]) -> None:
+        self._queue.extend(items)
         self._idle.clear()
         self._pump()
 
@@ -366,10 +396,17 @@ class LoopWorkers:
         return self._dispatcher.limit
 
     def submit(self, chunk: Chunk) -> Future[ChunkResult]:
-        future: Future[ChunkResult] = Future()
-        future.set_running_or_notify_cancel()
-        self._loop.call_soon_threadsafe(self._dispatcher.submit, future, chunk)
-        return future
+        return self.submit_all((chunk,))[0]
+
+    def submit_all(self, chunks: Sequence[Chunk]) -> list[Future[ChunkResult]]:
+        """Hand ``chunks`` to the loop with one wake-up."""
+        items: list[tuple[Future[ChunkResult], Chunk]] = []
+        for chunk in chunks:
+            future: Future[ChunkResult] = Future()
+            future.set_running_or_notify_cancel()
+            items.append((future, chunk))
+        self._loop.call_soon_threadsafe(self._dispatcher.submit_all, items)
+        return [future for future, _ in items]
 
     def stop(self) -> None:
         self._stop.set()
@@ -406,11 +443,13 @@ async def serve(
     max_connections: int,
     read: Callable[[], tuple[Any, ...] | None],
     send: Callable[[tuple[Any, ...]], None],
+    send_results: Callable[[list[tuple[int, ChunkResult]]], None],
     drain_timeout: float,
 ) -> None:
     """The sending process's work, on its event loop (``eventloop.run``): chunks from ``read``
-    (``("chunk", seq, chunk)``, ``("stop",)``; None at the end of input, read on a thread of its
-    own), results, errors and changes of the limit to ``send``; returns once the input ended and
+    (``("chunks", [(seq, chunk), …])``, ``("stop",)``; None at the end of input, read on a
+    thread of its own), results to ``send_results`` (those that ended in one turn of the loop
+    together), errors and changes of the limit to ``send``; returns once the input ended and
     every chunk has."""
     loop = asyncio.get_running_loop()
     stop = threading.Event()
@@ -425,14 +464,29 @@ async def serve(
         backoff_scale=backoff_scale,
     )
 
+    answers: list[tuple[int, ChunkResult]] = []  # ended in this turn of the loop
+
+    def flush() -> None:
+        if not answers:
+            return
+        ended = answers[:]
+        answers.clear()
+        try:
+            send_results(ended)
+        except Exception:  # an answer that does not pickle (a bug): find it, send the others
+            for seq, result in ended:
+                try:
+                    send_results([(seq, result)])
+                except Exception as exc:
+                    send(("error", seq, f"sending a chunk: {exc!r}"))
+
     def deliver(seq: int, result: ChunkResult | BaseException) -> None:
         if isinstance(result, BaseException):
             send(("error", seq, f"sending a chunk: {result!r}"))
             return
-        try:
-            send(("result", seq, result))
-        except Exception as exc:  # an answer that does not pickle: a bug
-            send(("error", seq, f"sending a chunk: {exc!r}"))
+        if not answers:
+            loop.call_soon(flush)
+        answers.append((seq, result))
 
     dispatcher: Dispatcher[int] = Dispatcher(
         courier, limit, deliver, on_limit=lambda n: send(("limit", n))
@@ -442,8 +496,8 @@ async def serve(
     def take(message: tuple[Any, ...] | None) -> None:
         if message is None:
             ended.set()
-        elif message[0] == "chunk":
-            dispatcher.submit(message[1], message[2])
+        elif message[0] == "chunks":
+            dispatcher.submit_all(message[1])
         elif message[0] == "stop":
             signal.set()
 
@@ -459,6 +513,7 @@ async def serve(
     await ended.wait()
     if not await dispatcher.drain(drain_timeout):
         log.warning("the sending process exits with requests still awaiting their answer")
+    flush()
     signal.close()
     courier.close()
     await courier.client.aclose()

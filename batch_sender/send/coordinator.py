@@ -277,8 +277,7 @@ class Sender:
                         exhausted = not chunks
                         if chunks:
                             pool = pool or self._start_workers()
-                            for chunk in chunks:
-                                in_flight[pool.submit(chunk)] = chunk
+                            in_flight.update(zip(pool.submit_all(chunks), chunks, strict=True))
                 if not in_flight and not finished:
                     if backlog.failing and not self._stop.is_set():
                         self._stop.wait(min(POLL_INTERVAL, backlog.wait_time()))

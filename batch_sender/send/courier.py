@@ -293,24 +293,46 @@ class Courier(Rules):
             if self.stop.is_set():
                 return self._stopped(job, requests)
             try:
-                for attempt in policy.policy(
-                    max_attempts=self._max_attempts,
-                    stop_event=self.stop,
-                    sleep=self._sleep,
-                    scale=self._backoff_scale,
-                ):
-                    with attempt:
-                        self._gate.wait(self.stop)
-                        self._limiter.acquire(job.units)
-                        if self.stop.is_set():  # stopped during a pause or a rate wait
-                            return self._stopped(job, requests)
-                        requests += 1
-                        receipts = self.client.sendmsg(
-                            job.numbers, job.message, climsgid=chunk.client_message_id
-                        )
+                # the first attempt outside tenacity, as the event loop's courier does; tenacity
+                # takes over only after a failure it retries, seeded with that failure
+                if not self._ready(job):
+                    return self._stopped(job, requests)
+                requests += 1
+                first: GatewayError | None = None
+                try:
+                    receipts = self._request(chunk, job)
+                except GatewayError as exc:
+                    if not policy.is_retryable(exc):
+                        raise
+                    first = exc
+                if first is not None:
+                    for attempt in policy.policy(
+                        max_attempts=self._max_attempts,
+                        stop_event=self.stop,
+                        sleep=self._sleep,
+                        scale=self._backoff_scale,
+                    ):
+                        with attempt:
+                            if first is not None:  # tenacity's first attempt: the one above
+                                failed, first = first, None
+                                raise failed
+                            if not self._ready(job):
+                                return self._stopped(job, requests)
+                            requests += 1
+                            receipts = self._request(chunk, job)
             except GatewayError as exc:
                 result = self._failed(chunk, job, exc, requests)
                 if result is None:  # paused: every courier waits, then this chunk goes again
                     continue
                 return result
             return self._answered(chunk, receipts, requests)
+
+    def _ready(self, job: Job) -> bool:
+        """Wait out the ERR 130 pause and the rate before a request; False if the run stopped
+        meanwhile (the request must not leave)."""
+        self._gate.wait(self.stop)
+        self._limiter.acquire(job.units)
+        return not self.stop.is_set()
+
+    def _request(self, chunk: Chunk, job: Job) -> list[Receipt]:
+        return self.client.sendmsg(job.numbers, job.message, climsgid=chunk.client_message_id)

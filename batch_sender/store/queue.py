@@ -219,20 +219,10 @@ class QueueMixin(StoreBase):
         chunk claims them, one commit makes every claim durable before any request leaves. An
         empty list means nothing is pending (or everything pending is locked by other workers).
         """
-        pending: tuple[ColumnElement[bool], ...] = (
-            _r.campaign_id == campaign_id,
-            # a literal, not a parameter: SQLite uses its partial index of pending rows only
-            # when the statement itself says status = 'pending' (revision 0006)
-            _r.status == literal(Status.PENDING.value, literal_execute=True),
-        )
         extra = None if self.before_claim is None else self.before_claim(campaign_id)
-        if extra is not None:
-            pending = (*pending, extra)
         for attempt in itertools.count(1):
             try:
-                return self._claim_once(
-                    campaign_id, pending, size, count, worker, new_id, plain=extra is None
-                )
+                return self._claim_once(campaign_id, extra, size, count, worker, new_id)
             except StoreError as exc:
                 if attempt > CLAIM_DEADLOCK_RETRIES or not _deadlocked(exc.__cause__):
                     raise
@@ -242,17 +232,16 @@ class QueueMixin(StoreBase):
     def _claim_once(
         self,
         campaign_id: int,
-        pending: tuple[ColumnElement[bool], ...],
+        extra: ColumnElement[bool] | None,
         size: int,
         count: int,
         worker: str,
         new_id: Callable[[], str],
-        *,
-        plain: bool,
     ) -> list[Chunk]:
-        """One claiming transaction (see :meth:`claim_chunks`); ``plain``: ``pending`` holds
-        only the campaign and the status (no send-window condition)."""
+        """One claiming transaction (see :meth:`claim_chunks`); ``extra``: a condition the
+        pending rows must meet as well (a send window), if any."""
         claimed: list[tuple[str, int, Sequence[ChunkRecipient]]] = []
+        plain = extra is None
         with (
             engines.store_errors("claiming recipients", self._url),
             engines.begin_write(self._engine) as conn,
@@ -260,6 +249,14 @@ class QueueMixin(StoreBase):
             sql = _ClaimSql.for_dialect(conn.dialect)
 
             def query() -> Select[Any]:  # (built only where it is run: not every claim)
+                pending: tuple[ColumnElement[bool], ...] = (
+                    _r.campaign_id == campaign_id,
+                    # a literal, not a parameter: SQLite uses its partial index of pending rows
+                    # only when the statement itself says status = 'pending' (revision 0006)
+                    _r.status == literal(Status.PENDING.value, literal_execute=True),
+                )
+                if extra is not None:
+                    pending = (*pending, extra)
                 return (
                     select(_r.id, _r.msisdn, _r.message_id)
                     .where(*pending)
