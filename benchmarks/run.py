@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -1179,6 +1180,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(SCENARIOS),
         help=f"comma-separated, from: {', '.join((*SCENARIOS, *EXTRA_SCENARIOS))}",
     )
+    parser.add_argument(
+        "--unique-rows",
+        type=int,
+        help=f"rows of e2e_unique and reference_unique (default min(--rows, {UNIQUE_ROWS:,}))",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run (< 1 min)")
     parser.add_argument("--out", type=Path, default=BENCH / "out", help="results directory")
     parser.add_argument(
@@ -1198,6 +1204,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
     rows = args.rows or (20_000 if args.quick else 1_000_000)
     sizes = Sizes.for_run(rows, args.quick)
+    if args.unique_rows:
+        sizes = dataclasses.replace(sizes, unique=args.unique_rows)
     out: Path = args.out
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
