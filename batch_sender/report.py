@@ -22,7 +22,7 @@ from typing import IO
 
 from batch_sender.errors import InputError
 from batch_sender.gateway import delivery_codes as statuses
-from batch_sender.states import Status
+from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import Campaign, Store
 from batch_sender.store.delivery import (
     DeliveryCounts,
@@ -97,7 +97,8 @@ class CampaignReport:
     @property
     def status(self) -> str:
         """The campaign's state for people: ``waiting`` when a finished run left rows pending."""
-        if self.campaign.status == "finished" and self.counts.get(Status.PENDING.value):
+        finished = self.campaign.status == CampaignStatus.FINISHED
+        if finished and self.counts.get(Status.PENDING.value):
             return WAITING
         return self.campaign.status
 

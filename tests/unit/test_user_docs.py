@@ -1,0 +1,34 @@
+"""The docs speak to users: no machine paths, no tracker numbers in what an operator reads.
+
+docs/PERFORMANCE.md is the measurement log (which run, which commit, which issue's target) and is
+left out on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+USER_DOCS = [
+    ROOT / "README.md",
+    ROOT / "benchmarks" / "README.md",
+    *(p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "PERFORMANCE.md"),
+]
+FORBIDDEN = {
+    "an issue number": re.compile(r"\bissues? #?\d+", re.IGNORECASE),
+    "a machine path": re.compile(r"/work/|/check/"),
+}
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_user_doc_names_no_issue_and_no_machine_path(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    found = [
+        f"{what} at line {text.count(chr(10), 0, m.start()) + 1}: {m.group()!r}"
+        for what, pattern in FORBIDDEN.items()
+        for m in pattern.finditer(text)
+    ]
+    assert found == []
