@@ -437,6 +437,25 @@ def test_an_answer_naming_only_the_first_number_leaves_the_others_unknown(
     assert all("did not mention" in r["error_description"] for r in rows[1:])
 
 
+def test_a_leftover_row_never_takes_another_numbers_id_when_settled(
+    bs, simulator, campaign, tmp_path
+):
+    """Settling recorded the request's first message ID against a single leftover row (one
+    number the answer did not mention): a stranger's ID, and `sent` without the gateway's word."""
+    simulator.inject("short_accept", times=1)  # both accepted, the answer names the first only
+    run(bs, simulator, campaign(2), "--chunk-size", "2")
+    first, leftover = results(tmp_path / "results.db")
+    assert (first["status"], leftover["status"]) == ("sent", "unknown")
+    settled = bs("reconcile", "f", "--max-processing", "1", sim=simulator)
+    assert settled.exit_code == 0, settled.stderr
+    assert "1 still unknown" in settled.stdout, settled.stdout  # the gateway never said
+    first, leftover = results(tmp_path / "results.db")
+    assert leftover["status"] == "unknown"
+    assert leftover["api_message_id"] is None
+    assert first["status"] == "sent" and first["api_message_id"] is not None
+    ledger(tmp_path, simulator)  # and nothing was sent again
+
+
 @pytest.mark.parametrize("code", ["901", "003", "130", "301", "001"])
 def test_an_error_naming_only_the_first_number_is_not_applied_to_the_others(
     bs, simulator, campaign, tmp_path, code
