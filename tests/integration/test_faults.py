@@ -475,12 +475,14 @@ def test_an_answer_naming_only_the_first_number_leaves_the_others_unknown(
     assert all("did not mention" in r["error_description"] for r in rows[1:])
 
 
+@pytest.mark.parametrize("kind", ["short_accept", "twice_first"])
 def test_a_leftover_row_never_takes_another_numbers_id_when_settled(
-    bs, simulator, campaign, tmp_path
+    bs, simulator, campaign, tmp_path, kind
 ):
     """Settling recorded the request's first message ID against a single leftover row (one
-    number the answer did not mention): a stranger's ID, and `sent` without the gateway's word."""
-    simulator.inject("short_accept", times=1)  # both accepted, the answer names the first only
+    number the answer did not mention, or the other number answered twice): a stranger's ID,
+    and `sent` without the gateway's word."""
+    simulator.inject(kind, times=1)  # both accepted, the answer names the first only
     run(bs, simulator, campaign(2), "--chunk-size", "2")
     first, leftover = results(tmp_path / "results.db")
     assert (first["status"], leftover["status"]) == ("sent", "unknown")
