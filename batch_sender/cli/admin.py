@@ -196,7 +196,8 @@ _FAULT_HELP = (
     "--slow-seconds late); slow_accept (held --slow-seconds before it is accepted: querymsg "
     "answers 104 meanwhile, even if the client has given up); short_error (one ERR for the "
     "first number only, nothing accepted); short_accept (all accepted, only the first number "
-    "answered); bad_ids (accepted, IDs not 32 hex); throttle (ERR 130 for --throttle-seconds); "
+    "answered); twice_first (all accepted, the first number answered once per number); "
+    "bad_ids (accepted, IDs not 32 hex); throttle (ERR 130 for --throttle-seconds); "
     "expire_sessions."
 )
 

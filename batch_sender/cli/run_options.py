@@ -208,7 +208,10 @@ sending_options = _group(
         type=click.IntRange(1, MAX_CHUNK_SIZE),
         default=DEFAULT_CHUNK_SIZE,
         show_default=True,
-        help="Recipients per sendmsg request.",
+        help=(
+            "Most recipients per sendmsg request (after a lost answer, one per request "
+            "until answers come back whole)."
+        ),
     ),
     click.option(
         "--concurrency",

@@ -26,6 +26,7 @@ from batch_sender.send.adaptive import AUTO, AimdSettings, limit_for
 from batch_sender.send.aio import LoopWorkers
 from batch_sender.send.backlog import DEFAULT_DB_RETRY, Backlog, Batch
 from batch_sender.send.courier import ChunkResult, Courier, all_outcomes, outcomes_for
+from batch_sender.send.exposure import Exposure, verdict
 from batch_sender.send.pool import (
     CourierSpec,
     ProcessWorkers,
@@ -136,7 +137,8 @@ class Sender:
         self._lease = lease
         self._store = store
         self._campaign_id = campaign_id
-        self._chunk_size = chunk_size
+        #: the request size to claim: --chunk-size, one after a lost answer (``exposure``)
+        self._exposure = Exposure(chunk_size)
         #: requests in flight: fixed, or "auto" (``adaptive``); the pool says how many it
         #: allows now (``Workers.capacity``), this is the figure before it starts
         self._concurrency_setting = concurrency
@@ -265,7 +267,7 @@ class Sender:
                     try:
                         chunks = self._store.claim_chunks(
                             self._campaign_id,
-                            size=self._chunk_size,
+                            size=self._exposure.size,
                             count=room,
                             worker=self._worker,
                             new_id=new_client_message_id,
@@ -310,7 +312,10 @@ class Sender:
                 if done:
                     if not finished:
                         finished_since = time.monotonic()
-                    finished.extend((in_flight.pop(f), f) for f in done)
+                    for f in done:
+                        chunk = in_flight.pop(f)
+                        finished.append((chunk, f))
+                        self._observe(chunk, f)
                 if finished and (
                     len(finished) >= capacity
                     or time.monotonic() >= finished_since + RECORD_DELAY
@@ -390,6 +395,12 @@ class Sender:
             )
             log.error("stopping the run: %s", self._fatal)
             self._stop.set()
+
+    def _observe(self, chunk: Chunk, future: Future[ChunkResult]) -> None:
+        """Let a finished request's answer size the next claims (``exposure``), as soon as it
+        is back: the next claim, not the next recording, must already risk less."""
+        if future.exception() is None:
+            self._exposure.observe(verdict(future.result().outcomes), len(chunk.recipients))
 
     def _record(
         self, finished: list[tuple[Chunk, Future[ChunkResult]]], progress: SendProgress

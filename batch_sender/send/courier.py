@@ -67,7 +67,7 @@ def outcomes_for(chunk: Chunk, receipts: Sequence[Receipt]) -> ChunkResult:
         if rid is None:
             rid = by_number.pop(number.lstrip("+0"), None)
         if rid is None:
-            log.warning("gateway answered for a number not in the request: %r", receipt)
+            log.warning("gateway answered for a number not in the request, or twice: %r", receipt)
             continue
         code = receipt.error_code
         if receipt.api_message_id is not None:

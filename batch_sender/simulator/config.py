@@ -39,6 +39,7 @@ FAULT_KINDS = frozenset(
         "http_504_after",  # accept and record the messages, then a proxy's HTTP 504 page
         "short_error",  # nothing accepted; one `ERR: <code> To: <first>` only (kw: code)
         "short_accept",  # accept every number, answer only the first number's `<return>`
+        "twice_first",  # accept every number, answer the first number's `<return>` for each
         "bad_ids",  # accept every number, answer malformed IDs (kw: id, default "42")
     }
 )

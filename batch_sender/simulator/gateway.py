@@ -487,6 +487,8 @@ class Gateway:
             return Reply(status, page, content_type=b"text/html")
         if kind == "short_accept":
             return Reply(200, soap.response_body("sendmsg", returns[:1]))
+        if kind == "twice_first":  # the first number answered as often as there are numbers
+            return Reply(200, soap.response_body("sendmsg", returns[:1] * len(returns)))
         if kind == "bad_ids":
             bad = str(fault.options.get("id", "42"))
             mangled = [re.sub(r"^ID: [0-9a-fA-F]+", f"ID: {bad}", r) for r in returns]
