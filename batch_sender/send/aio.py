@@ -9,7 +9,7 @@ stop). It only waits differently: a coroutine per chunk instead of a thread.
 :class:`Dispatcher` starts one such coroutine per chunk while fewer than the limit are in flight
 (``adaptive``: fixed, or ``auto``) and tells the limit what each request saw. It runs in the
 sending process (``pool.child_main`` → :func:`serve`) or, for a smaller run, on an event-loop
-thread of the run's process (:class:`LoopWorkers`). Neither touches the database: the
+thread of the run's process (:class:`LoopCouriers`). Neither touches the database: the
 coordinator still claims every chunk before it is handed over and records what comes back.
 """
 
@@ -36,7 +36,7 @@ from batch_sender.send.courier import ChunkResult, Job, Rules
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
-__all__ = ["AsyncCourier", "Dispatcher", "LoopWorkers", "StopSignal", "serve"]
+__all__ = ["AsyncCourier", "Dispatcher", "LoopCouriers", "StopSignal", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +345,8 @@ class Dispatcher(Monitor, Generic[Token]):
             self._pump()
 
 
-class LoopWorkers:
-    """Couriers on an event loop in a thread of this process (the ``Workers`` of a run that
+class LoopCouriers:
+    """Couriers on an event loop in a thread of this process (the ``CourierPool`` of a run that
     sends from its own process): one thread for any number of requests in flight."""
 
     def __init__(

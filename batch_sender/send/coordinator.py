@@ -1,4 +1,4 @@
-"""Send a campaign's pending recipients: claim chunks, send them on a worker pool, record outcomes.
+"""Send a campaign's pending recipients: claim chunks, send them on couriers, record outcomes.
 
 One coordinator thread owns the database: it claims chunks (``pending → sending``, committed before
 the request leaves), hands them to ``concurrency`` couriers (``courier``) that share one keep-alive
@@ -23,16 +23,16 @@ from batch_sender.errors import DatabaseLost, GatewayError, OutcomeUnknown, RunS
 from batch_sender.gateway import GatewayClient
 from batch_sender.send import leases
 from batch_sender.send.adaptive import AUTO, AimdSettings, limit_for
-from batch_sender.send.aio import LoopWorkers
+from batch_sender.send.aio import LoopCouriers
 from batch_sender.send.backlog import DEFAULT_DB_RETRY, Backlog, Batch
 from batch_sender.send.courier import ChunkResult, Courier, all_outcomes, outcomes_for
 from batch_sender.send.exposure import Exposure, verdict
 from batch_sender.send.pool import (
+    CourierPool,
     CourierSpec,
-    ProcessWorkers,
-    ThreadWorkers,
-    WorkerProcessError,
-    Workers,
+    ProcessCouriers,
+    SendingProcessError,
+    ThreadCouriers,
 )
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.states import Status
@@ -49,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 2  # chunks claimed ahead per worker, so workers never wait for the coordinator
+QUEUE_DEPTH = 2  # chunks claimed ahead per courier, so couriers never wait for the coordinator
 #: the same for a sending process: the pipe and the unpickling add to each chunk's trip, and a
 #: deeper queue keeps its threads busy (measured on 300k recipients: send phase -4%, two pairs)
 PROCESS_QUEUE_DEPTH = 4
@@ -140,7 +140,7 @@ class Sender:
         #: the request size to claim: --chunk-size, one after a lost answer (``exposure``)
         self._exposure = Exposure(chunk_size)
         #: requests in flight: fixed, or "auto" (``adaptive``); the pool says how many it
-        #: allows now (``Workers.capacity``), this is the figure before it starts
+        #: allows now (``CourierPool.capacity``), this is the figure before it starts
         self._concurrency_setting = concurrency
         self._concurrency = AimdSettings().start if concurrency == AUTO else int(concurrency)
         self._client = client
@@ -168,7 +168,7 @@ class Sender:
         self._orphan_rows = 0  # rows left `sending` by a sending process that died
         self._halt = halt
         self._halted: str | None = None
-        self._early: ProcessWorkers | None = None  # launched by start_early, not yet used
+        self._early: ProcessCouriers | None = None  # launched by start_early, not yet used
         url = store.engine.url.render_as_string(hide_password=False)
         self._backlog = Backlog(store, Journal(url, campaign_id, self._worker), retry_for=db_retry)
         self._lost: DatabaseLost | None = None
@@ -179,8 +179,8 @@ class Sender:
         :meth:`run` uses it; :meth:`close` ends it if :meth:`run` never does."""
         if self._process is not None and self._early is None:
             try:
-                self._early = ProcessWorkers(self._process, wait=False)
-            except WorkerProcessError as exc:
+                self._early = ProcessCouriers(self._process, wait=False)
+            except SendingProcessError as exc:
                 log.warning("%s: sending from this process's threads instead", exc)
                 self._process = None
 
@@ -190,20 +190,20 @@ class Sender:
             early, self._early = self._early, None
             early.discard()
 
-    def _start_workers(self) -> Workers:
+    def _start_couriers(self) -> CourierPool:
         if self._process is not None:
             try:
                 if self._early is None:
-                    return ProcessWorkers(self._process)
+                    return ProcessCouriers(self._process)
                 early, self._early = self._early, None
                 early.wait_ready()
                 return early
-            except WorkerProcessError as exc:
+            except SendingProcessError as exc:
                 log.warning("%s: sending from this process's threads instead", exc)
                 self._process = None
         if self._client.spec() is not None and self._sleep is None:  # on an event loop
             c = self._courier
-            return LoopWorkers(
+            return LoopCouriers(
                 client=self._client,
                 limit=limit_for(self._concurrency_setting),
                 options=self._options,
@@ -215,7 +215,7 @@ class Sender:
                 max_connections=MAX_CONCURRENCY,
             )
         threads = AUTO_THREADS if self._concurrency_setting == AUTO else self._concurrency
-        return ThreadWorkers(threads, self._courier)  # a test's transport: threads
+        return ThreadCouriers(threads, self._courier)  # a test's transport: threads
 
     # --- coordinator -------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class Sender:
         exhausted = False
         stopping_since: float | None = None
         abandoned = 0
-        pool: Workers | None = None  # started at the first claim: a run may have nothing to send
+        pool: CourierPool | None = None  # started at the first claim: there may be nothing to send
         depth = QUEUE_DEPTH if self._process is None else PROCESS_QUEUE_DEPTH
         backlog = self._backlog
         leases.started(self._worker)
@@ -262,7 +262,7 @@ class Sender:
                     and room >= capacity
                     and backlog.may_claim()
                 ):
-                    # claim in batches, once a worker's worth of room is free: one transaction
+                    # claim in batches, once a courier's worth of room is free: one transaction
                     # for several chunks, and never so many that claims sit idle for long
                     try:
                         chunks = self._store.claim_chunks(
@@ -278,7 +278,7 @@ class Sender:
                         backlog.recovered()
                         exhausted = not chunks
                         if chunks:
-                            pool = pool or self._start_workers()
+                            pool = pool or self._start_couriers()
                             in_flight.update(zip(pool.submit_all(chunks), chunks, strict=True))
                 if not in_flight and not finished:
                     if backlog.failing and not self._stop.is_set():
@@ -414,7 +414,7 @@ class Sender:
         for chunk, future in finished:
             try:
                 result = future.result()
-            except WorkerProcessError as exc:
+            except SendingProcessError as exc:
                 orphaned.append(chunk)
                 why = why or str(exc)
                 continue

@@ -1,9 +1,9 @@
 """Where a run's requests are sent from: this process, or a sending process of its own.
 
 The coordinator (``Sender``) hands chunks to a pool and gets a ``Future[ChunkResult]`` for each. In
-this process, couriers run on an event-loop thread (``aio.LoopWorkers``) or, for a client over a
-transport given by the caller (tests), on threads (:class:`ThreadWorkers`): every piece of Python
-shares one GIL with the coordinator's claims and records. :class:`ProcessWorkers` runs them on the
+this process, couriers run on an event-loop thread (``aio.LoopCouriers``) or, for a client over a
+transport given by the caller (tests), on threads (:class:`ThreadCouriers`): every piece of Python
+shares one GIL with the coordinator's claims and records. :class:`ProcessCouriers` runs them on the
 event loop of a child process (``python -m batch_sender.send.pool``, ``aio.serve``) with its own
 gateway client, rate limiter and ERR 130 pause: on a large campaign the HTTP side and the database
 side then use a core each. The child never touches the database, so every guarantee stays with the
@@ -55,7 +55,7 @@ from batch_sender.send.courier import ChunkResult, Courier
 from batch_sender.store import Chunk, ChunkRecipient, SentOutcomes
 from batch_sender.store.records import PackedRecipients
 
-__all__ = ["CourierSpec", "ProcessWorkers", "ThreadWorkers", "Workers", "WorkerProcessError"]
+__all__ = ["CourierSpec", "ProcessCouriers", "ThreadCouriers", "CourierPool", "SendingProcessError"]
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +138,11 @@ def _result_of(fields: tuple[str, int, int] | ChunkResult) -> ChunkResult:
     return ChunkResult(SentOutcomes(packed, length), requests=requests)
 
 
-class WorkerProcessError(RuntimeError):
+class SendingProcessError(RuntimeError):
     """The sending process failed: it could not start, or it died holding chunks."""
 
 
-class Workers(Protocol):
+class CourierPool(Protocol):
     """What the coordinator needs of a pool of couriers."""
 
     @property
@@ -161,7 +161,7 @@ class Workers(Protocol):
         """End the pool once the work submitted before this is done (without waiting)."""
 
 
-class ThreadWorkers:
+class ThreadCouriers:
     """``size`` daemon threads running ``courier.send``: a request stuck in a read cannot keep a
     stopping process alive (a ThreadPoolExecutor's threads are joined at interpreter exit)."""
 
@@ -292,11 +292,11 @@ class _Behind:
                 self._gone()
 
 
-class ProcessWorkers:
+class ProcessCouriers:
     """Couriers on the event loop of a child process (see the module docstring), at most
     ``spec.concurrency`` requests in flight (``auto``: as many as ``adaptive.Aimd`` allows).
 
-    Raises :class:`WorkerProcessError` if the child does not start and answer ``ready``. With
+    Raises :class:`SendingProcessError` if the child does not start and answer ``ready``. With
     ``wait=False`` the constructor returns as soon as the child is launched, and
     :meth:`wait_ready` does the waiting (and raising): the child's start-up (imports, its
     client) then overlaps whatever the parent does meanwhile.
@@ -326,7 +326,7 @@ class ProcessWorkers:
             self._to_child.send(("spec", spec))
         except OSError as exc:
             self._process.kill()
-            raise WorkerProcessError(f"the sending process did not start: {exc}") from exc
+            raise SendingProcessError(f"the sending process did not start: {exc}") from exc
         self._reader.start()
         if wait:
             self.wait_ready()
@@ -335,7 +335,7 @@ class ProcessWorkers:
         """Wait for the child to answer ``ready``; kill it and raise if it does not."""
         if not self._ready.wait(STARTUP_TIMEOUT) or self._process.poll() is not None:
             self._process.kill()
-            raise WorkerProcessError("the sending process did not start; see its errors above")
+            raise SendingProcessError("the sending process did not start; see its errors above")
         log.info("sending from process %d (concurrency %s)", self.pid, self._concurrency)
 
     @property
@@ -365,7 +365,7 @@ class ProcessWorkers:
             self._to_child.send(("chunks", items))
         except (OSError, ValueError) as exc:  # the child is gone (or its pipe closed)
             for item in items:
-                self._fail(item[0], WorkerProcessError(f"the sending process is gone: {exc}"))
+                self._fail(item[0], SendingProcessError(f"the sending process is gone: {exc}"))
         return futures
 
     def stop(self) -> None:
@@ -412,7 +412,7 @@ class ProcessWorkers:
                         if future is not None:
                             future.set_result(result)
                 elif kind == "error":
-                    self._fail(message[1], WorkerProcessError(message[2]))
+                    self._fail(message[1], SendingProcessError(message[2]))
                 elif kind == "log":
                     logging.getLogger(message[2]).log(message[1], "%s", message[3])
                 elif kind == "limit":
@@ -440,7 +440,7 @@ class ProcessWorkers:
             for _, future in held:
                 if not future.done():
                     future.set_exception(
-                        WorkerProcessError(f"the sending process ended (exit status {code})")
+                        SendingProcessError(f"the sending process ended (exit status {code})")
                     )
 
 

@@ -184,13 +184,13 @@ def test_a_child_launched_early_is_ended_when_nothing_is_left_to_send(
     finds nothing it may send (every pending row outside its window) ends it at once and leaves
     no process behind. A re-run of a finished campaign does not even launch one."""
     discarded: list[int] = []
-    discard = workers.ProcessWorkers.discard
+    discard = workers.ProcessCouriers.discard
 
-    def counted(self: workers.ProcessWorkers) -> None:
+    def counted(self: workers.ProcessCouriers) -> None:
         discarded.append(self.pid)
         discard(self)
 
-    monkeypatch.setattr(workers.ProcessWorkers, "discard", counted)
+    monkeypatch.setattr(workers.ProcessCouriers, "discard", counted)
     src = tmp_path / "c.csv"
     src.write_text("to\n" + "".join(f"2782100{i:04d}\n" for i in range(120)))
     args = ("run", str(src), "--text", "Hi", "--name", "early", "--send-process", "always")
