@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from batch_sender import config
-from batch_sender.errors import GatewayError, RequestRejected, RunStopped
+from batch_sender.errors import GatewayError
 from batch_sender.gateway import GatewayClient, wire
 from batch_sender.gateway import Status as GatewayStatus
 from batch_sender.send import policy
 from batch_sender.send.leases import is_orphan
+from batch_sender.send.policy import Action
 from batch_sender.states import Status
 from batch_sender.store import InFlight, Outcome, Store
 from batch_sender.store import requests as store_requests
@@ -148,23 +149,26 @@ def _settle_one(
     ids = [r.id for r in group.recipients]
     try:
         found = _querymsg(client, group.client_message_id)
-    except RequestRejected as exc:
-        if exc.code == NEVER_ACCEPTED:
-            if not final:
-                return False
-            store.release(ids, from_statuses=statuses)
-            stats.requeued += len(ids)
-            return True
-        store.record(_unknown(ids, str(exc)))
-        stats.unknown += len(ids)
-        return True
-    except RunStopped:
-        raise
     except GatewayError as exc:
-        log.warning("could not settle request %s: %s", group.client_message_id, exc)
-        if group.status is Status.SENDING:
-            store.record(_unknown(ids, f"could not settle: {exc}"))
-        stats.unknown += len(ids)
+        # what querymsg's failure means, by the one rule (policy.decide): a refusal is the
+        # gateway's answer about the request (ERR 104: it never took it); a stop stops the run;
+        # anything else (retries spent, a lost answer) leaves the rows as unsettled as they were
+        match policy.decide(exc).action:
+            case Action.STOP:
+                raise
+            case Action.FAIL if getattr(exc, "code", None) == NEVER_ACCEPTED:
+                if not final:
+                    return False
+                store.release(ids, from_statuses=statuses)
+                stats.requeued += len(ids)
+            case Action.FAIL:
+                store.record(_unknown(ids, str(exc)))
+                stats.unknown += len(ids)
+            case _:
+                log.warning("could not settle request %s: %s", group.client_message_id, exc)
+                if group.status is Status.SENDING:
+                    store.record(_unknown(ids, f"could not settle: {exc}"))
+                stats.unknown += len(ids)
         return True
     size = store.request_size(campaign_id, group.client_message_id)
     if size == 1 and len(ids) == 1 and wire.is_message_id(found.api_message_id):
