@@ -2,9 +2,9 @@
 
 A many-number request whose answer is lost after the gateway took it stays ``unknown`` for good
 (``querymsg`` by its client message ID learns about one message only); a one-number request
-settles exactly. This runs the console script against the simulator (``--send-process never``,
-then ``reconcile``) and prints one JSON object per scenario: requests, wall seconds, rows unknown
-after the run and after reconcile, rows sent, numbers the gateway accepted twice.
+settles exactly. This runs the console script against the simulator (``--send-process never``
+unless told, then ``reconcile``) and prints one JSON object per scenario: requests, wall
+seconds, rows unknown after the run and after reconcile, rows sent, numbers accepted twice.
 
 - ``clean``: no fault (what the size controller costs when nothing goes wrong);
 - ``burst``: 25 answers in a row lost, starting once a fifth of the requests have arrived;
@@ -87,7 +87,7 @@ def scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
             run = subprocess.run(
                 [_exe(), "run", str(src), "--text", "Hello", "--name", "amb", "-q"]
                 + ["--chunk-size", str(args.chunk_size), "--concurrency", str(args.concurrency)]
-                + ["--send-process", "never"],
+                + ["--send-process", args.send_process],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--latency-ms", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--send-process", choices=("never", "always"), default="never")
     parser.add_argument(
         "--scenarios", default="clean,burst,scattered", help="comma-separated subset"
     )

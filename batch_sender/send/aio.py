@@ -33,6 +33,7 @@ from batch_sender.gateway.client import GatewayClient, Receipt
 from batch_sender.send import policy
 from batch_sender.send.adaptive import Limit, is_pushback
 from batch_sender.send.courier import ChunkResult, Job, Rules
+from batch_sender.send.exposure import Verdict, verdict
 from batch_sender.send.ratelimit import RateLimiter
 from batch_sender.store import Chunk
 
@@ -314,7 +315,33 @@ class Dispatcher(Monitor, Generic[Token]):
         try:
             self._deliver(token, result)
         finally:
+            if (
+                len(chunk.recipients) > 1
+                and isinstance(result, ChunkResult)
+                and verdict(result.outcomes) is Verdict.LOST
+            ):
+                self._withdraw()
             self._pump()
+
+    def _withdraw(self) -> None:
+        """After a lost answer of a many-number request, hand back the many-number chunks still
+        waiting here: they never left, so their rows go back to ``pending`` and are claimed
+        again at the size the coordinator now risks (``exposure``: one number per request).
+        Only the requests already in flight keep their size."""
+        kept: deque[tuple[Token, Chunk]] = deque()
+        withdrawn = 0
+        while self._queue:
+            token, chunk = self._queue.popleft()
+            if len(chunk.recipients) > 1:
+                self._deliver(token, ChunkResult(release=tuple(r.id for r in chunk.recipients)))
+                withdrawn += 1
+            else:
+                kept.append((token, chunk))
+        self._queue = kept
+        if withdrawn:
+            log.info(
+                "a lost answer: %d queued requests handed back, to go one number each", withdrawn
+            )
 
     # -- Monitor: what the courier saw --------------------------------------------------------
 

@@ -10,10 +10,12 @@ of the requests that lose their answers.
 Answers tend to be lost in bursts (a proxy restarting, a network path flapping), so after the
 first lost answer of a many-number request the coordinator claims one recipient per request
 (each one settles exactly) and grows back by doubling after :data:`CLEAN_TO_GROW` clean answers
-in a row, up to ``--chunk-size``. On a healthy gateway nothing changes (no loss, no shrink).
-Measured (``benchmarks/ambiguity.py``, docs/RELIABILITY.md): a burst of 25 lost answers in a
-5,000-row run at ``--chunk-size 50`` left 1,250 rows unknown after ``reconcile`` at a fixed size,
-about 400 with this; what remains are the chunks already claimed ahead of the first loss.
+in a row, up to ``--chunk-size``; the many-number chunks still queued behind the requests in
+flight are handed back unsent (``aio.Dispatcher``) and claimed again at the new size. On a
+healthy gateway nothing changes (no loss, no shrink). Measured (``benchmarks/ambiguity.py``,
+docs/RELIABILITY.md): a burst of 25 lost answers in a 5,000-row run at ``--chunk-size 50`` left
+1,250 rows unknown after ``reconcile`` at a fixed size, 200 with this: the requests that were
+in flight when it began.
 """
 
 from __future__ import annotations
