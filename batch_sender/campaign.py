@@ -242,7 +242,7 @@ def stage(
     existing = store.campaign(settings.name)
     if existing is None:
         preparer = preparer or prepare.Preparer(settings, source.columns)
-        rows = preparer.staged(source.records(), plain=getattr(source, "plain_values", None))
+        rows = preparer.staged(source.records())
         if settings.max_rejected is not None:
             rows = _refusing_unusable(rows, settings.max_rejected)
         existing, staged = store.stage_campaign(

@@ -6,7 +6,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["PlainValues", "Record", "Source", "SourceRow", "StreamOnce", "source_rows"]
+__all__ = ["Record", "Source", "SourceRow", "StreamOnce", "source_rows"]
 
 #: A :class:`SourceRow` as a plain tuple, for hot loops: ``(row_no, line_no, number, values)``,
 #: ``values`` in the order of the source's ``columns``. A million rows as objects with a dict of
@@ -57,22 +57,6 @@ def source_rows(columns: tuple[str, ...], records: Iterable[Record]) -> Iterator
     )
 
 
-class PlainValues:
-    """Whether every value a source has produced so far is JSON as it is between quotes: no
-    ``"``, ``\\`` or control character (the characters a JSON string escapes).
-
-    ``ok`` only ever goes from True to False, and a source sets it before it produces a value
-    that breaks it, so a consumer that finds it True after receiving a row knows that row is
-    plain (``prepare`` then writes the row's JSON without looking at each value). A source
-    that does not know says False.
-    """
-
-    __slots__ = ("ok",)
-
-    def __init__(self, ok: bool = False) -> None:
-        self.ok = ok
-
-
 class StreamOnce:
     """The iterate-once part every source shares: ``records()`` (and ``__iter__`` over it) start
     the subclass's ``_rows()`` generator once; ``_stop_rows()`` closes it early, which runs its
@@ -80,11 +64,8 @@ class StreamOnce:
 
     description: str
     columns: tuple[str, ...]
-    #: what is known of the values produced so far (see :class:`PlainValues`); nothing, here
-    plain_values: PlainValues
 
     def __init__(self) -> None:
-        self.plain_values = PlainValues()
         self._started = False
         self._rows_gen: Generator[Record, None, None] | None = None
 

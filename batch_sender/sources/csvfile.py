@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import IO, Final
 
 from batch_sender.errors import InputError
-from batch_sender.sources.base import PlainValues, Record, StreamOnce
+from batch_sender.sources.base import Record, StreamOnce
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -58,35 +58,12 @@ class _NulByte(Exception):
 
 
 class _NulCheckingReader(io.BufferedReader):
-    """A buffered file refusing NUL bytes, checked per chunk: one memchr, no per-line cost.
-
-    With ``plain`` it also watches, per chunk, for the bytes that could put a character JSON
-    escapes into a value (see :func:`_plain_watch`), and clears ``plain.ok`` at the first.
-    """
-
-    def __init__(
-        self,
-        raw: io.RawIOBase,
-        buffer_size: int,
-        plain: PlainValues | None = None,
-        unplain: bytes = b"",
-    ) -> None:
-        super().__init__(raw, buffer_size=buffer_size)
-        self._plain = plain
-        self._unplain = unplain  # a translate table: every such byte to NUL, the rest as is
+    """A buffered file refusing NUL bytes, checked per chunk: one memchr, no per-line cost."""
 
     def read1(self, size: int = -1, /) -> bytes:
-        return self._checked(super().read1(size))
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        return self._checked(super().read(size))
-
-    def _checked(self, data: bytes) -> bytes:
+        data = super().read1(size)
         if b"\x00" in data:
             raise _NulByte
-        plain = self._plain
-        if plain is not None and plain.ok and b"\x00" in data.translate(self._unplain):
-            plain.ok = False
         return data
 
 
@@ -111,7 +88,7 @@ class CsvSource(StreamOnce):
         super().__init__()
         self._identity: str | None = None
         self.spooled = False  # a temporary copy of a stream: removed on close
-        self._file = _open_text(path, display, encoding, self.plain_values, delimiter)
+        self._file = _open_text(path, display, encoding)
         try:
             self._reader = csv.reader(self._file, delimiter=delimiter, strict=True)
             self.columns = self._read_header()
@@ -386,18 +363,8 @@ def _set_field_limit() -> None:
     csv.field_size_limit(MAX_FIELD_CHARS)
 
 
-def _open_text(
-    path: Path,
-    display: str,
-    encoding: str,
-    plain: PlainValues | None = None,
-    delimiter: str = ",",
-) -> IO[str]:
-    """Open for streaming: big reads, strict decoding, newlines left for csv to handle.
-
-    ``plain`` (set True here when the encoding allows) is watched as the bytes are read: see
-    :func:`_plain_watch`.
-    """
+def _open_text(path: Path, display: str, encoding: str) -> IO[str]:
+    """Open for streaming: big reads, strict decoding, newlines left for csv to handle."""
     try:
         raw = io.FileIO(path, "rb")
     except FileNotFoundError:
@@ -408,12 +375,7 @@ def _open_text(
         raise InputError(f"{display}: cannot open: {exc.strerror}") from None
     buffered: io.BufferedReader
     if _ascii_compatible(encoding):
-        unplain = _plain_watch(encoding, delimiter) if plain is not None else None
-        if plain is not None and unplain is not None:
-            plain.ok = True
-            buffered = _NulCheckingReader(raw, _READ_CHUNK, plain, unplain)
-        else:
-            buffered = _NulCheckingReader(raw, buffer_size=_READ_CHUNK)
+        buffered = _NulCheckingReader(raw, buffer_size=_READ_CHUNK)
     else:  # NUL is part of every UTF-16/32 character: nothing to check at the byte level
         buffered = io.BufferedReader(raw, buffer_size=_READ_CHUNK)
     text = io.TextIOWrapper(buffered, encoding=encoding, errors="strict", newline="")
@@ -424,30 +386,6 @@ def _open_text(
 def _encoding_name(encoding: str) -> str:
     name = codecs.lookup(encoding).name
     return "UTF-8" if name.startswith("utf-8") else name
-
-
-#: encodings in which a byte below 0x80 is always that ASCII character and is never part of
-#: another character: the only ones whose bytes :func:`_plain_watch` can judge
-_PLAIN_WATCHABLE: Final = ("utf-8", "utf-8-sig", "ascii")  # and iso8859-*, cp125x
-
-
-def _plain_watch(encoding: str, delimiter: str) -> bytes | None:
-    """A ``bytes.translate`` table sending to NUL every byte that could put a character JSON
-    escapes (``"``, ``\\``, U+0000–U+001F) into a value of this file, or None when its
-    encoding cannot be judged by its bytes (UTF-16 and -32, UTF-7, multi-byte Asian codecs).
-
-    Line ends (CR, LF) and a control-character delimiter (tab) are not among them: csv ends a
-    row or a field at them unless the field is quoted, and a quoted field needs a ``"``.
-    """
-    name = codecs.lookup(encoding).name
-    if name not in _PLAIN_WATCHABLE and not name.startswith(("iso8859-", "cp125")):
-        return None
-    ends = {"\r", "\n", delimiter} if delimiter < " " else {"\r", "\n"}
-    table = bytearray(range(256))
-    for byte in (*range(0x20), ord('"'), ord("\\")):
-        if chr(byte) not in ends:
-            table[byte] = 0
-    return bytes(table)
 
 
 def _ascii_compatible(encoding: str) -> bool:
