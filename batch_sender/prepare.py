@@ -33,9 +33,6 @@ XML_UNSAFE_GSM = "\x0c"  # form feed: a GSM extension character XML 1.0 cannot h
 PAYLOAD_CACHE_SIZE = 4096  # distinct rendered texts whose encoding a Preparer remembers
 _PENDING = Status.PENDING.value
 _REJECTED = Status.REJECTED.value
-#: ``bytes.translate`` table: every ASCII character a JSON string escapes (``"``, ``\\``,
-#: U+0000–U+001F) to NUL, every other byte as it is
-_JSON_ESCAPED = bytes(0 if byte < 0x20 or byte in b'"\\' else byte for byte in range(256))
 
 
 class Template:
@@ -249,20 +246,16 @@ class Preparer:
         row_json: str | None = None
         for row_no, _, raw, values in records:
             if fields:
-                # JSON escapes only '"', '\\' and control characters: a row without any is
-                # its values in quotes, one with any is encoded. ASCII values (most) are
-                # checked as bytes, all three at once: str.isprintable costs ~20 instructions
-                # a character, bytes.translate ~5
+                # JSON escapes only '"', '\\' and control characters (not printable): a row
+                # without any is its values in quotes; one with any goes through the encoder.
+                # (Checking ASCII rows as bytes, one translate, cost 1,800 instructions a row
+                # more than these three checks.)
                 joined = "".join(values)
-                if joined.isascii():
-                    plain = b"\x00" not in joined.encode("ascii").translate(_JSON_ESCAPED)
+                if '"' in joined or "\\" in joined or not joined.isprintable():
+                    row_json = escaped % tuple(map(encode_basestring, values))
                 else:
-                    plain = '"' not in joined and "\\" not in joined and joined.isprintable()
-                if plain:
                     pieces[1::2] = values
                     row_json = "".join(pieces)
-                else:
-                    row_json = escaped % tuple(map(encode_basestring, values))
             if per_row is None:
                 msisdn, reason = number(raw)
             else:
