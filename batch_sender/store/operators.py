@@ -182,6 +182,9 @@ def suppress_pending(store: Store, campaign_id: int) -> int:
     claimed: numbers added to the list since staging are honoured too. The matching rows are
     found by a plain read first and updated by id, so that workers claiming the campaign at the
     same moment are never blocked behind a scan (InnoDB locks every row an UPDATE scans).
+
+    An empty list is seen first and ends it: the read walks every pending row of the campaign
+    and its table row (0.25 s after staging a million rows on SQLite) and would find nothing.
     """
     matching = select(_r.id).where(
         _r.campaign_id == campaign_id,
@@ -190,6 +193,8 @@ def suppress_pending(store: Store, campaign_id: int) -> int:
     )
     with engines.store_errors("applying the suppression list", store.engine.url):
         with store.engine.connect() as conn:
+            if conn.execute(select(_s.msisdn).limit(1)).first() is None:
+                return 0
             ids = [int(i) for i in conn.execute(matching).scalars()]
         if not ids:
             return 0

@@ -77,8 +77,9 @@ class Census:
 class StagedRow(NamedTuple):
     """One source row after prepare: its number, state, and payload (None when rejected).
 
-    What :meth:`Store.stage_campaign` takes, read by field name only; the store alone turns it
-    into what its database takes (the column tuples of a bulk insert, COPY rows). A named tuple,
+    What :meth:`Store.stage_campaign` takes; the store alone turns it into what its database
+    takes (the column tuples of a bulk insert, COPY rows), unpacking each row in the order of
+    its field names, which ``store/staging.py`` checks against them on import. A named tuple,
     not a dataclass: prepare makes one per source row, and with :data:`make_staged_row` that
     costs about what a plain tuple does, not a million calls of a Python ``__init__``.
     """
