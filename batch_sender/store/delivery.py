@@ -47,16 +47,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store.receipts import (  # noqa: F401 (re-exported: the value types of a report)
-    _FOUND,
-    Applied,
-    CampaignIds,
-    DeliveryReport,
-    _bare,
-    _now,
-    _record,
-)
+from batch_sender.store.matching import CampaignIds, _bare
+from batch_sender.store.receipts import _record
 from batch_sender.store.records import PREFIX_DIGITS, PrefixTally
+from batch_sender.store.reports import (  # noqa: F401 (re-exported: the value types of a report)
+    Applied,
+    DeliveryReport,
+    _now,
+)
 from batch_sender.store.tables import (
     UTCDateTime,
     delivery_events,
