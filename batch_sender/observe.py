@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batch_sender.errors import EXIT_GATEWAY_STOP, EXIT_INTERRUPTED
-from batch_sender.states import CampaignStatus, Status
+from batch_sender.states import CampaignControl, CampaignStatus, Status
 
 if TYPE_CHECKING:
     from batch_sender.campaign import RunResult
@@ -189,7 +189,9 @@ class RunWatch:
         """The end ping and the metrics file; ``result`` None when the run raised."""
         if self.metrics_file is not None:
             if result is not None:
-                outcome: str = "paused" if result.halted == "paused" else result.outcome
+                outcome: str = (
+                    result.halted if result.halted == CampaignControl.PAUSED else result.outcome
+                )
             else:  # raised: the exit code says why
                 outcome = _RAISED_OUTCOMES.get(code, "error")
             metrics = RunMetrics(

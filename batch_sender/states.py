@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ENDED", "FINAL", "STAGED_ONLY", "CampaignStatus", "Status"]
+__all__ = ["ENDED", "FINAL", "STAGED_ONLY", "CampaignControl", "CampaignStatus", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -66,3 +66,11 @@ class CampaignStatus(enum.StrEnum):
 
 #: Campaign statuses a run ends in.
 ENDED = frozenset({CampaignStatus.FINISHED, CampaignStatus.STOPPED, CampaignStatus.INTERRUPTED})
+
+
+class CampaignControl(enum.StrEnum):
+    """An operator's control of a campaign (``campaigns.control``; NULL: none), apart from the
+    status runs write: a pause outlives the run it stopped; a cancel is final."""
+
+    PAUSED = "paused"  # workers stop claiming; its rows stay pending until `batch-sender resume`
+    CANCELLED = "cancelled"  # its pending rows became cancelled; never sent
