@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ENDED", "FINAL", "STAGED_ONLY", "CampaignControl", "CampaignStatus", "Status"]
+__all__ = ["ENDED", "FINAL_STATES", "STAGED_ONLY", "CampaignControl", "CampaignStatus", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -34,7 +34,7 @@ class Status(enum.StrEnum):
 
 
 #: States that will not change again by themselves.
-FINAL = frozenset(
+FINAL_STATES = frozenset(
     {
         Status.SENT,
         Status.FAILED,
