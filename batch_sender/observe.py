@@ -168,7 +168,10 @@ def _masked(url: str) -> str:
 
 
 #: how a run that raised ended, by its exit code
-_RAISED_OUTCOMES = {EXIT_GATEWAY_STOP: "stopped", EXIT_INTERRUPTED: "interrupted"}
+_RAISED_OUTCOMES: dict[int, str] = {
+    EXIT_GATEWAY_STOP: CampaignStatus.STOPPED,
+    EXIT_INTERRUPTED: CampaignStatus.INTERRUPTED,
+}
 
 
 class RunWatch:
@@ -189,9 +192,8 @@ class RunWatch:
         """The end ping and the metrics file; ``result`` None when the run raised."""
         if self.metrics_file is not None:
             if result is not None:
-                outcome: str = (
-                    result.halted if result.halted == CampaignControl.PAUSED else result.outcome
-                )
+                paused = result.halted == CampaignControl.PAUSED
+                outcome: str = CampaignControl.PAUSED if paused else result.outcome
             else:  # raised: the exit code says why
                 outcome = _RAISED_OUTCOMES.get(code, "error")
             metrics = RunMetrics(
