@@ -35,11 +35,12 @@ if TYPE_CHECKING:
     from batch_sender.errors import BatchSenderError
     from batch_sender.prepare import DryRunReport
     from batch_sender.simulator import Simulator, SimulatorConfig
-    from batch_sender.states import CampaignStatus, Status
+    from batch_sender.states import CampaignControl, CampaignStatus, Status
     from batch_sender.store import Store
 
 __all__ = [
     "BatchSenderError",
+    "CampaignControl",
     "CampaignStatus",
     "DryRunReport",
     "GatewaySettings",
@@ -63,6 +64,7 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _HOMES = {
     "BatchSenderError": "batch_sender.errors",
+    "CampaignControl": "batch_sender.states",
     "CampaignStatus": "batch_sender.states",
     "DryRunReport": "batch_sender.prepare",
     "GatewaySettings": "batch_sender.config",

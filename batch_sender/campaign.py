@@ -62,7 +62,7 @@ from batch_sender.send.scaleout import (
 )
 from batch_sender.send.settle import DEFAULT_MAX_PROCESSING
 from batch_sender.sources import Source
-from batch_sender.states import CampaignStatus, Status
+from batch_sender.states import CampaignControl, CampaignStatus, Status
 from batch_sender.store import Campaign, Census, StagedRow, Store
 from batch_sender.store import control as store_control
 from batch_sender.store import operators as store_operators
@@ -87,13 +87,13 @@ class RunResult:
     progress: SendProgress
     stop_reason: str | None = None
     interrupted: bool = False
-    halted: str | None = None  # an operator's "paused" or "cancelled" ended (or prevented) it
+    halted: CampaignControl | None = None  # an operator's pause or cancel ended (or prevented) it
     nothing_to_do: bool = False  # the campaign had nothing left to send: the gateway not asked
 
     @property
     def outcome(self) -> CampaignStatus:
         """How the run ended, as the campaign's status says it (a pause is an interruption)."""
-        if self.interrupted or self.halted == control.PAUSED:
+        if self.interrupted or self.halted == CampaignControl.PAUSED:
             return CampaignStatus.INTERRUPTED
         if self.stop_reason is not None:
             return CampaignStatus.STOPPED
@@ -105,10 +105,12 @@ class RunResult:
         expired or cancelled are facts about the file and the campaign, not failures."""
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if self.stop_reason is not None or self.halted == control.PAUSED:
+        if self.stop_reason is not None or self.halted == CampaignControl.PAUSED:
             return EXIT_GATEWAY_STOP
         # rows in flight when an operator cancelled are other workers' to record
-        in_flight = 0 if self.halted == control.CANCELLED else self.counts.get(Status.SENDING, 0)
+        in_flight = (
+            0 if self.halted == CampaignControl.CANCELLED else self.counts.get(Status.SENDING, 0)
+        )
         if self.counts.get(Status.UNKNOWN, 0) or in_flight:
             return EXIT_UNKNOWN
         if self.counts.get(Status.FAILED, 0):
@@ -424,12 +426,12 @@ def run(
                 )
             if stats.database is not None:
                 raise stats.database  # what it held is journaled: exit 3, resumable
-            if stats.halted == control.CANCELLED or campaign.control == control.CANCELLED:
+            if CampaignControl.CANCELLED in (stats.halted, campaign.control):
                 cancelled = store_control.cancel_pending(store, campaign.id)  # rows handed back
                 log.info("campaign cancelled: %d more recipients cancelled", cancelled)
             if stats.stop is not None:
                 status = CampaignStatus.STOPPED
-            elif stats.halted == control.PAUSED or stats.interrupted:
+            elif stats.halted == CampaignControl.PAUSED or stats.interrupted:
                 status = CampaignStatus.INTERRUPTED
             else:
                 status = CampaignStatus.FINISHED
@@ -442,7 +444,7 @@ def run(
                 stop_reason=str(stats.stop) if stats.stop is not None else None,
                 interrupted=stats.interrupted,
                 census=census,
-                halted=stats.halted,
+                halted=None if stats.halted is None else CampaignControl(stats.halted),
             )
         except DatabaseLost:
             raise
@@ -464,7 +466,7 @@ def _without_sending(store: Store, source: Source, settings: RunSettings) -> Run
     if existing is None:
         return None
     _same_campaign(existing, fingerprint(source, settings), settings)
-    if existing.control == control.PAUSED:
+    if existing.control == CampaignControl.PAUSED:
         log.warning(
             "campaign %s is paused (since %s): nothing sent; `batch-sender resume %s` lets the "
             "next run continue",
@@ -472,8 +474,8 @@ def _without_sending(store: Store, source: Source, settings: RunSettings) -> Run
             existing.control_at.isoformat(timespec="seconds") if existing.control_at else "?",
             existing.name,
         )
-        return _result(store, existing, False, SendProgress(), halted=control.PAUSED)
-    if existing.control == control.CANCELLED:
+        return _result(store, existing, False, SendProgress(), halted=CampaignControl.PAUSED)
+    if existing.control == CampaignControl.CANCELLED:
         store_control.cancel_pending(store, existing.id)
     census = store.census(existing.id)
     left = census.counts[Status.PENDING] + census.counts[Status.SENDING]
@@ -634,7 +636,7 @@ def _result(
     stop_reason: str | None = None,
     interrupted: bool = False,
     census: Census | None = None,
-    halted: str | None = None,
+    halted: CampaignControl | None = None,
 ) -> RunResult:
     census = census or store.census(campaign.id)
     return RunResult(

@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from batch_sender.errors import InputError
-from batch_sender.states import Status
+from batch_sender.states import CampaignControl, Status
 from batch_sender.store import Campaign, Store
 from batch_sender.store import control as sql
 
 __all__ = [
-    "CANCELLED",
     "CONTROL_POLL",
-    "PAUSED",
     "CampaignLine",
     "ControlCheck",
     "cancel",
@@ -34,8 +32,6 @@ __all__ = [
     "resume",
 ]
 
-PAUSED = sql.PAUSED
-CANCELLED = sql.CANCELLED
 CONTROL_POLL = 1.0  # seconds between a worker's looks at its campaign's control
 DEFAULT_LIST_LIMIT = 20  # campaigns `batch-sender campaigns` shows, newest first
 
@@ -60,9 +56,9 @@ class ControlCheck:
         self._every = every
         self._clock = clock
         self._next = 0.0
-        self._seen: str | None = None
+        self._seen: CampaignControl | None = None
 
-    def __call__(self) -> str | None:
+    def __call__(self) -> CampaignControl | None:
         now = self._clock()
         if now >= self._next:
             self._next = now + self._every
@@ -151,14 +147,14 @@ def pause(store: Store, name: str) -> str:
     Returns what happened, one line. A cancelled campaign cannot be paused (InputError).
     """
     campaign = _campaign(store, name)
-    if campaign.control == CANCELLED:
+    if campaign.control == CampaignControl.CANCELLED:
         raise InputError(f"campaign {name!r} was cancelled: there is nothing to pause")
-    if campaign.control == PAUSED:
+    if campaign.control == CampaignControl.PAUSED:
         return f"campaign {name!r} is already paused"
     pending, sending = _left(store, campaign)
     if not pending and not sending:
         return f"campaign {name!r} has nothing left to send: not paused"
-    sql.set_control(store, campaign.id, PAUSED)
+    sql.set_control(store, campaign.id, CampaignControl.PAUSED)
     return (
         f"paused campaign {name!r}: {pending} recipients stay pending; workers stop claiming "
         f"within seconds and finish the requests in flight; `batch-sender resume {name}` "
@@ -169,9 +165,9 @@ def pause(store: Store, name: str) -> str:
 def resume(store: Store, name: str) -> str:
     """Lift a pause: the next run of the campaign continues it."""
     campaign = _campaign(store, name)
-    if campaign.control == CANCELLED:
+    if campaign.control == CampaignControl.CANCELLED:
         raise InputError(f"campaign {name!r} was cancelled: it cannot be resumed")
-    if campaign.control != PAUSED:
+    if campaign.control != CampaignControl.PAUSED:
         return f"campaign {name!r} is not paused"
     sql.set_control(store, campaign.id, None)
     pending, _ = _left(store, campaign)
@@ -182,7 +178,7 @@ def cancel(store: Store, name: str) -> str:
     """Cancel a campaign for good: its pending rows become ``cancelled`` now; requests in flight
     finish and are recorded."""
     campaign = _campaign(store, name)
-    if campaign.control == CANCELLED:
+    if campaign.control == CampaignControl.CANCELLED:
         return f"campaign {name!r} is already cancelled"
     cancelled = sql.cancel(store, campaign.id)
     _, sending = _left(store, campaign)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batch_sender.errors import EXIT_GATEWAY_STOP, EXIT_INTERRUPTED
-from batch_sender.states import CampaignStatus, Status
+from batch_sender.states import CampaignControl, CampaignStatus, Status
 
 if TYPE_CHECKING:
     from batch_sender.campaign import RunResult
@@ -168,7 +168,10 @@ def _masked(url: str) -> str:
 
 
 #: how a run that raised ended, by its exit code
-_RAISED_OUTCOMES = {EXIT_GATEWAY_STOP: "stopped", EXIT_INTERRUPTED: "interrupted"}
+_RAISED_OUTCOMES: dict[int, str] = {
+    EXIT_GATEWAY_STOP: CampaignStatus.STOPPED,
+    EXIT_INTERRUPTED: CampaignStatus.INTERRUPTED,
+}
 
 
 class RunWatch:
@@ -189,7 +192,8 @@ class RunWatch:
         """The end ping and the metrics file; ``result`` None when the run raised."""
         if self.metrics_file is not None:
             if result is not None:
-                outcome: str = "paused" if result.halted == "paused" else result.outcome
+                paused = result.halted == CampaignControl.PAUSED
+                outcome: str = CampaignControl.PAUSED if paused else result.outcome
             else:  # raised: the exit code says why
                 outcome = _RAISED_OUTCOMES.get(code, "error")
             metrics = RunMetrics(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ENDED", "FINAL", "STAGED_ONLY", "CampaignStatus", "Status"]
+__all__ = ["ENDED", "FINAL_STATES", "STAGED_ONLY", "CampaignControl", "CampaignStatus", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -34,7 +34,7 @@ class Status(enum.StrEnum):
 
 
 #: States that will not change again by themselves.
-FINAL = frozenset(
+FINAL_STATES = frozenset(
     {
         Status.SENT,
         Status.FAILED,
@@ -66,3 +66,11 @@ class CampaignStatus(enum.StrEnum):
 
 #: Campaign statuses a run ends in.
 ENDED = frozenset({CampaignStatus.FINISHED, CampaignStatus.STOPPED, CampaignStatus.INTERRUPTED})
+
+
+class CampaignControl(enum.StrEnum):
+    """An operator's control of a campaign (``campaigns.control``; NULL: none), apart from the
+    status runs write: a pause outlives the run it stopped; a cancel is final."""
+
+    PAUSED = "paused"  # workers stop claiming; its rows stay pending until `batch-sender resume`
+    CANCELLED = "cancelled"  # its pending rows became cancelled; never sent

@@ -23,6 +23,7 @@ from batch_sender.cli.common import (
     quiet,
 )
 from batch_sender.errors import InputError
+from batch_sender.states import CampaignControl
 
 if TYPE_CHECKING:
     from batch_sender import campaign
@@ -163,7 +164,8 @@ def reconcile(
                 force=force,
                 max_processing=max_processing,
             )
-        if camp.control == "cancelled":  # never-accepted rows of a cancelled campaign stay unsent
+        # never-accepted rows of a cancelled campaign stay unsent
+        if camp.control == CampaignControl.CANCELLED:
             from batch_sender.store import control as store_control
 
             store_control.cancel_pending(store, camp.id)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from batch_sender.states import CampaignControl
+
 if TYPE_CHECKING:
     from batch_sender.campaign import RunResult
 
@@ -17,7 +19,8 @@ log = logging.getLogger("batch_sender")
 def nothing_to_do(result: RunResult) -> str:
     """The one line of a run that found its campaign with nothing left to send."""
     counts = ", ".join(f"{n:,} {s}" for s, n in result.counts.items())
-    what = "was cancelled" if result.halted == "cancelled" else "has nothing left to send"
+    cancelled = result.halted == CampaignControl.CANCELLED
+    what = "was cancelled" if cancelled else "has nothing left to send"
     return f"campaign {result.campaign} {what} ({counts or 'no recipients'}): nothing sent"
 
 

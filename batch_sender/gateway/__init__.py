@@ -6,6 +6,13 @@ One SOAP call in, one typed result out, no retries: policy lives in ``batch_send
 from __future__ import annotations
 
 from batch_sender.gateway.client import Credentials, GatewayClient, Message
-from batch_sender.gateway.wire import MessageCharge, Receipt, Status
+from batch_sender.gateway.wire import MessageCharge, MessageStatus, Receipt
 
-__all__ = ["Credentials", "GatewayClient", "Message", "MessageCharge", "Receipt", "Status"]
+__all__ = [
+    "Credentials",
+    "GatewayClient",
+    "Message",
+    "MessageCharge",
+    "MessageStatus",
+    "Receipt",
+]

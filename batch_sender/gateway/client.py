@@ -41,7 +41,7 @@ import httpx
 from batch_sender import errors, redact
 from batch_sender.gateway import wire
 from batch_sender.gateway.transport import DEFAULT_PORTS, KeepAliveTransport
-from batch_sender.gateway.wire import MessageCharge, Receipt, Status
+from batch_sender.gateway.wire import MessageCharge, MessageStatus, Receipt
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -53,7 +53,7 @@ __all__ = [
     "Message",
     "MessageCharge",
     "Receipt",
-    "Status",
+    "MessageStatus",
     "message_params",
 ]
 
@@ -273,7 +273,9 @@ class GatewayClient:
             "getbalance", {}, lambda lines: wire.parse_balance(_single(lines))
         )
 
-    def querymsg(self, *, apimsgid: str | None = None, climsgid: str | None = None) -> Status:
+    def querymsg(
+        self, *, apimsgid: str | None = None, climsgid: str | None = None
+    ) -> MessageStatus:
         """A message's status by API or client message ID.
 
         An ID the gateway does not know raises :class:`errors.RequestRejected` with code
@@ -284,7 +286,7 @@ class GatewayClient:
         params = {"apimsgid": apimsgid, "climsgid": climsgid}
         return self._with_session("querymsg", params, lambda ls: wire.parse_status(_single(ls)))
 
-    def delmsg(self, *, apimsgid: str | None = None, climsgid: str | None = None) -> Status:
+    def delmsg(self, *, apimsgid: str | None = None, climsgid: str | None = None) -> MessageStatus:
         """Stop a message still queued at the gateway; status ``"006"`` when it was stopped."""
         if apimsgid is None and climsgid is None:
             raise errors.InputError("delmsg needs apimsgid or climsgid")

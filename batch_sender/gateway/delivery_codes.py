@@ -12,7 +12,7 @@ import re
 __all__ = [
     "DELIVERED",
     "FAILED_FINAL",
-    "FINAL",
+    "FINAL_CODES",
     "NAMES",
     "is_final",
     "name_of",
@@ -42,7 +42,7 @@ DELIVERED = "004"  # handset receipt confirmed
 #: Final statuses that mean the message did not arrive.
 FAILED_FINAL = frozenset({"005", "006", "007", "009", "010", "012", "014"})
 #: Statuses that never change again.
-FINAL = frozenset({DELIVERED, *FAILED_FINAL})
+FINAL_CODES = frozenset({DELIVERED, *FAILED_FINAL})
 
 # Progress of a message; a status only replaces one of lower rank.
 _RANKS: dict[str, int] = {
@@ -66,14 +66,14 @@ def normalise(value: str) -> str | None:
 
 def is_final(code: str | None) -> bool:
     """Whether ``code`` is a final status (delivered or failed for good)."""
-    return code in FINAL
+    return code in FINAL_CODES
 
 
 def rank(code: str | None) -> int:
     """How far along a message with this status is (-1: no status yet)."""
     if code is None:
         return -1
-    if code in FINAL:
+    if code in FINAL_CODES:
         return _FINAL_RANK
     return _RANKS.get(code, 0)
 

@@ -38,7 +38,7 @@ __all__ = [
     "SEQUENCES",
     "MessageCharge",
     "Receipt",
-    "Status",
+    "MessageStatus",
     "build_request",
     "fast_returns",
     "parse_balance",
@@ -423,7 +423,7 @@ class Receipt(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
+class MessageStatus:
     """A message's status from ``querymsg``/``delmsg``: its API ID and a 3-digit status code."""
 
     api_message_id: str | None
@@ -521,7 +521,7 @@ def _pairs(text: str) -> dict[str, str]:
     return {key.lower(): value for key, value in _PAIR.findall(text)}
 
 
-def parse_status(line: str) -> Status:
+def parse_status(line: str) -> MessageStatus:
     """Parse ``querymsg``/``delmsg``'s ``ID: <apimsgid> Status: <nnn>``."""
     text = line.strip()
     _raise_if_err(text)
@@ -529,7 +529,7 @@ def parse_status(line: str) -> Status:
     status = pairs.get("status", "")
     if not status.isdigit() or len(status) > 3:
         raise _unrecognised("status", text)
-    return Status(pairs.get("id") or pairs.get("apimsgid") or None, status.zfill(3))
+    return MessageStatus(pairs.get("id") or pairs.get("apimsgid") or None, status.zfill(3))
 
 
 def parse_charge(line: str) -> MessageCharge:

@@ -32,8 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 from batch_sender import config
 from batch_sender.errors import GatewayError
-from batch_sender.gateway import GatewayClient, wire
-from batch_sender.gateway import Status as GatewayStatus
+from batch_sender.gateway import GatewayClient, MessageStatus, wire
 from batch_sender.send import policy
 from batch_sender.send.leases import is_orphan
 from batch_sender.send.policy import Action
@@ -189,7 +188,7 @@ def _settle_one(
     return True
 
 
-def _querymsg(client: GatewayClient, climsgid: str) -> GatewayStatus:
+def _querymsg(client: GatewayClient, climsgid: str) -> MessageStatus:
     """``querymsg`` by client message ID, retried like a send when it provably did not happen."""
     for attempt in policy.policy(max_attempts=QUERY_ATTEMPTS, stop_event=threading.Event()):
         with attempt:

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 
 from batch_sender.errors import StoreError
-from batch_sender.states import Status
+from batch_sender.states import CampaignControl, Status
 from batch_sender.store import engine as engines
 from batch_sender.store import journal, migrate
 from batch_sender.store.records import (
@@ -95,7 +95,7 @@ def _campaign(row: Row[Any]) -> Campaign:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
-        control=row.control,
+        control=None if row.control is None else CampaignControl(row.control),
         control_at=row.control_at,
     )
 

@@ -14,14 +14,12 @@ from typing import Any
 
 from sqlalchemy import Update, func, literal, select, update
 
-from batch_sender.states import Status
+from batch_sender.states import CampaignControl, Status
 from batch_sender.store import engine as engines
 from batch_sender.store.facade import Store
 from batch_sender.store.tables import UTCDateTime, campaigns, recipients
 
 __all__ = [
-    "CANCELLED",
-    "PAUSED",
     "cancel",
     "cancel_pending",
     "control_of",
@@ -29,31 +27,33 @@ __all__ = [
     "set_control",
 ]
 
-PAUSED = "paused"
-CANCELLED = "cancelled"
 CANCEL_REASON = "campaign cancelled"  # error_description of a cancelled row
 
 _r = recipients.c
 _c = campaigns.c
+_NOT_CANCELLED = (_c.control != CampaignControl.CANCELLED.value) | _c.control.is_(None)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def control_of(store: Store, campaign_id: int) -> str | None:
+def control_of(store: Store, campaign_id: int) -> CampaignControl | None:
     """The campaign's control now: None, ``paused`` or ``cancelled`` (one primary-key read)."""
     with engines.store_errors("reading a campaign", store.engine.url), store.engine.connect() as c:
         value = c.execute(select(_c.control).where(_c.id == campaign_id)).scalar()
-    return None if value is None else str(value)
+    return None if value is None else CampaignControl(value)
 
 
-def set_control(store: Store, campaign_id: int, control: str | None) -> None:
+def set_control(store: Store, campaign_id: int, control: CampaignControl | None) -> None:
     """Pause (``paused``) or resume (None) a campaign; never undoes a cancel."""
     stmt = (
         update(campaigns)
-        .where(_c.id == campaign_id, (_c.control != CANCELLED) | _c.control.is_(None))
-        .values(control=control, control_at=literal(_now(), UTCDateTime()))
+        .where(_c.id == campaign_id, _NOT_CANCELLED)
+        .values(
+            control=None if control is None else control.value,
+            control_at=literal(_now(), UTCDateTime()),
+        )
     )
     with (
         engines.store_errors("updating a campaign", store.engine.url),
@@ -72,8 +72,8 @@ def cancel(store: Store, campaign_id: int) -> int:
     ):
         conn.execute(
             update(campaigns)
-            .where(_c.id == campaign_id, (_c.control != CANCELLED) | _c.control.is_(None))
-            .values(control=CANCELLED, control_at=now)
+            .where(_c.id == campaign_id, _NOT_CANCELLED)
+            .values(control=CampaignControl.CANCELLED.value, control_at=now)
         )
         return int(conn.execute(_cancel_pending(campaign_id, now)).rowcount)
 

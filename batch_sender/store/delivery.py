@@ -47,16 +47,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from batch_sender.gateway import delivery_codes as statuses
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
-from batch_sender.store.receipts import (  # noqa: F401 (re-exported: the value types of a report)
-    _FOUND,
-    Applied,
-    CampaignIds,
-    DeliveryReport,
-    _bare,
-    _now,
-    _record,
-)
+from batch_sender.store.matching import CampaignIds, _bare
+from batch_sender.store.receipts import _record
 from batch_sender.store.records import PREFIX_DIGITS, PrefixTally
+from batch_sender.store.reports import (  # noqa: F401 (re-exported: the value types of a report)
+    Applied,
+    DeliveryReport,
+    _now,
+)
 from batch_sender.store.tables import (
     UTCDateTime,
     delivery_events,
@@ -230,7 +228,7 @@ class DeliveryStore:
                 _r.campaign_id == campaign_id,
                 _r.status == Status.SENT.value,
                 _r.api_message_id.is_not(None),
-                or_(_r.delivery_status.is_(None), _r.delivery_status.not_in(statuses.FINAL)),
+                or_(_r.delivery_status.is_(None), _r.delivery_status.not_in(statuses.FINAL_CODES)),
                 _r.id > after_id,
             )
             .order_by(_r.id)
@@ -272,7 +270,7 @@ class DeliveryStore:
             tally(_r.status == Status.SENT.value),
             tally(status == statuses.DELIVERED),
             tally(status.in_(statuses.FAILED_FINAL)),
-            tally(and_(status.is_not(None), status.not_in([*statuses.FINAL, "001"]))),
+            tally(and_(status.is_not(None), status.not_in([*statuses.FINAL_CODES, "001"]))),
             func.coalesce(func.sum(_r.charge), 0),
             func.count(_r.charge),
         ).where(_r.campaign_id == campaign_id)
@@ -333,7 +331,7 @@ class DeliveryStore:
 
         Counted in the database (no per-row transfer); empty when nothing is final yet.
         """
-        final = (_r.campaign_id == campaign_id, _r.delivery_status.in_(statuses.FINAL))
+        final = (_r.campaign_id == campaign_id, _r.delivery_status.in_(statuses.FINAL_CODES))
         with engines.store_errors("reading delivery times", self._url), self._engine.connect() as c:
             origin, end = c.execute(
                 select(func.min(_r.claimed_at), func.max(_r.delivered_at)).where(*final)

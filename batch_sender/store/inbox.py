@@ -28,15 +28,10 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from batch_sender.store.receipts import (
-    Applied,
-    DeliveryReport,
-    _naive,
-    _now,
-    apply_to_rows,
-    load_rows,
-)
+from batch_sender.store.matching import load_rows
+from batch_sender.store.receipts import apply_to_rows
 from batch_sender.store.records import Outcome, SentOutcomes
+from batch_sender.store.reports import Applied, DeliveryReport, _naive, _now
 from batch_sender.store.tables import (
     API_MESSAGE_ID_LENGTH,
     MSISDN_LENGTH,

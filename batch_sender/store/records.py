@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, overload
 
-from batch_sender.states import Status
+from batch_sender.states import CampaignControl, Status
 from batch_sender.store.tables import API_MESSAGE_ID_LENGTH
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class Campaign:
     created_at: datetime  # all times are timezone-aware UTC
     started_at: datetime | None
     finished_at: datetime | None
-    control: str | None = None  # an operator's "paused" or "cancelled" (tables.CAMPAIGN_CONTROLS)
+    control: CampaignControl | None = None  # an operator's pause or cancel
     control_at: datetime | None = None  # when it was set
 
 

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-from batch_sender.states import CampaignStatus
+from batch_sender.states import CampaignControl, CampaignStatus
 
 __all__ = [
     "CAMPAIGN_CONTROLS",
@@ -61,7 +61,7 @@ __all__ = [
 CAMPAIGN_STATUSES = tuple(CampaignStatus)
 #: An operator's control of a campaign (``campaigns.control``; NULL: none): ``paused`` until
 #: ``batch-sender resume``, or ``cancelled`` for good.
-CAMPAIGN_CONTROLS = ("paused", "cancelled")
+CAMPAIGN_CONTROLS = tuple(CampaignControl)
 
 #: Column widths (characters); values longer than these are truncated on the way in.
 MSISDN_LENGTH = 64

@@ -10,6 +10,7 @@ import batch_sender
 
 PUBLIC = [
     "BatchSenderError",
+    "CampaignControl",
     "CampaignStatus",
     "DryRunReport",
     "GatewaySettings",

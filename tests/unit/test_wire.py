@@ -13,7 +13,7 @@ from lxml import etree
 from batch_sender import errors
 from batch_sender.gateway import wire
 from batch_sender.gateway.client import Message, message_params
-from batch_sender.gateway.wire import MessageCharge, Receipt, Status
+from batch_sender.gateway.wire import MessageCharge, MessageStatus, Receipt
 
 WSDL = Path(__file__).resolve().parents[2] / "batch_sender" / "simulator" / "clickatell.wsdl"
 XSD = "http://www.w3.org/2001/XMLSchema"
@@ -481,8 +481,8 @@ def test_balance_parses_credit_and_credits(line: str, credit: float) -> None:
 
 
 def test_status_parses_querymsg_and_delmsg_answers() -> None:
-    assert wire.parse_status("ID: 5780e7f3 Status: 006") == Status("5780e7f3", "006")
-    assert wire.parse_status("ID:abc Status:4") == Status("abc", "004")
+    assert wire.parse_status("ID: 5780e7f3 Status: 006") == MessageStatus("5780e7f3", "006")
+    assert wire.parse_status("ID:abc Status:4") == MessageStatus("abc", "004")
     with pytest.raises(errors.ProtocolError):
         wire.parse_status("ID: abc")
 
