@@ -92,10 +92,11 @@ class RunResult:
 
     @property
     def outcome(self) -> CampaignStatus:
-        """How the run ended, as the campaign's status says it (a pause is an interruption)."""
-        if self.interrupted or self.halted == CampaignControl.PAUSED:
+        """How the run ended, as the campaign's status says it: a pause stops it (exit 3, as a
+        gateway's stop: resumable once resumed), a signal interrupts it (exit 130)."""
+        if self.interrupted:
             return CampaignStatus.INTERRUPTED
-        if self.stop_reason is not None:
+        if self.stop_reason is not None or self.halted == CampaignControl.PAUSED:
             return CampaignStatus.STOPPED
         return CampaignStatus.FINISHED
 
@@ -429,9 +430,9 @@ def run(
             if CampaignControl.CANCELLED in (stats.halted, campaign.control):
                 cancelled = store_control.cancel_pending(store, campaign.id)  # rows handed back
                 log.info("campaign cancelled: %d more recipients cancelled", cancelled)
-            if stats.stop is not None:
-                status = CampaignStatus.STOPPED
-            elif stats.halted == CampaignControl.PAUSED or stats.interrupted:
+            if stats.stop is not None or stats.halted == CampaignControl.PAUSED:
+                status = CampaignStatus.STOPPED  # exit 3 either way: resumable
+            elif stats.interrupted:
                 status = CampaignStatus.INTERRUPTED
             else:
                 status = CampaignStatus.FINISHED

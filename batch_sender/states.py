@@ -52,15 +52,16 @@ STAGED_ONLY = frozenset({Status.REJECTED, Status.DUPLICATE, Status.SUPPRESSED})
 class CampaignStatus(enum.StrEnum):
     """A campaign's lifecycle: ``staging → ready → running → finished | stopped | interrupted``.
 
-    ``stopped`` (the gateway stopped the run: credit, auth) and ``interrupted`` (a signal) are
-    resumable: the next run of the campaign goes on from where it was.
+    ``stopped`` (the gateway stopped the run: credit, auth; or an operator paused it: exit 3)
+    and ``interrupted`` (a signal: exit 130) are resumable: the next run of the campaign goes
+    on from where it was.
     """
 
     STAGING = "staging"  # its rows are being written
     READY = "ready"  # every row staged, nothing sent yet
     RUNNING = "running"  # a run is sending
     FINISHED = "finished"  # every row final (or waiting for a later window)
-    STOPPED = "stopped"  # the gateway stopped the run (credit, auth): resumable
+    STOPPED = "stopped"  # the gateway (credit, auth) or an operator's pause stopped it: resumable
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM: resumable
 
 

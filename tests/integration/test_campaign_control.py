@@ -94,6 +94,16 @@ class Campaign:
         finally:
             engine.dispose()
 
+    def campaign_row(self) -> tuple[str, str | None]:
+        """``campaigns.status`` and ``campaigns.control``, read with plain SQL."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(text("SELECT status, control FROM campaigns")).one()
+                return str(row[0]), row[1]
+        finally:
+            engine.dispose()
+
     def sent_numbers(self) -> list[str]:
         engine = create_engine(self.db_url)
         try:
@@ -172,6 +182,8 @@ def test_pause_stops_every_worker_within_seconds_and_resume_lets_the_next_run_fi
     assert_exactly_once(camp)
     counts = camp.statuses()
     assert counts["sent"] == at_pause and counts["pending"] == ROWS - at_pause
+    # exit 3 is "stopped, resumable": the status says the same, the control says why
+    assert camp.campaign_row() == ("stopped", "paused")
 
     listed = camp.cli("campaigns")
     assert listed.returncode == 0
