@@ -154,6 +154,19 @@ class Measured:
     wall_s: float
     cpu_s: float
     peak_rss_mb: float
+    #: the largest RSS of the process itself and of the sum of its descendants (batch-sender's
+    #: sending process), each on its own: which of the two grows
+    peak_rss_own_mb: float = 0.0
+    peak_rss_children_mb: float = 0.0
+
+
+def process_rss_kib(pid: int) -> int:
+    """Resident memory (KiB) of ``pid`` alone right now (0 once it is gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def tree_rss_kib(pid: int) -> int:
@@ -178,12 +191,16 @@ def measure(args: Sequence[str], *, env: dict[str, str], log: Path) -> Measured:
         err.flush()
         start = time.perf_counter()
         process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
-        peak = [0]
+        peak = [0, 0, 0]  # the tree, the process, its descendants
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(RSS_SAMPLE_S):
-                peak[0] = max(peak[0], tree_rss_kib(process.pid))
+                tree = tree_rss_kib(process.pid)
+                own = process_rss_kib(process.pid)
+                peak[0] = max(peak[0], tree)
+                peak[1] = max(peak[1], own)
+                peak[2] = max(peak[2], tree - own)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -201,6 +218,8 @@ def measure(args: Sequence[str], *, env: dict[str, str], log: Path) -> Measured:
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
         peak_rss_mb=max(usage.ru_maxrss, peak[0]) / 1024,  # KiB on Linux
+        peak_rss_own_mb=peak[1] / 1024,
+        peak_rss_children_mb=peak[2] / 1024,
     )
 
 
@@ -222,6 +241,13 @@ class Simulator:
         """CPU seconds the simulator has used so far (from /proc)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def peak_rss_mb(self) -> float:
+        """The simulator's own peak RSS so far (VmHWM; not part of a run's ``peak_rss_mb``)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
 
 
 @contextlib.contextmanager
@@ -337,6 +363,8 @@ def figures(
         # CPU per recipient is the figure least disturbed by other load on the machine
         "cpu_us_per_recipient": round(m.cpu_s / recipients * 1e6, 1) if recipients else None,
         "peak_rss_mb": round(m.peak_rss_mb, 1),
+        "peak_rss_run_mb": round(m.peak_rss_own_mb, 1),
+        "peak_rss_sending_process_mb": round(m.peak_rss_children_mb, 1),
         "exit_code": m.exit_code,
     }
 
@@ -347,10 +375,12 @@ def _e2e(h: Harness, name: str, rows: int, text: str, *extra: str) -> dict[str, 
         cpu0 = sim.cpu_s()
         m, summary = h.batch_sender(name, csv, sim.url, *extra, text=text)
         sim_cpu = sim.cpu_s() - cpu0
+        sim_rss = sim.peak_rss_mb()
     sent = summary["counts"].get("sent", 0)
     result = figures(m, rows=rows, recipients=sent, requests=summary["requests"])
     result["rows_s"] = round(rows / m.wall_s, 1)
     result["simulator_cpu_s"] = round(sim_cpu, 2)
+    result["simulator_peak_rss_mb"] = sim_rss
     result["counts"] = summary["counts"]
     send_s = _send_seconds(h.log)
     if send_s:  # the send phase alone: first claim to last record, from the run's own log line
@@ -1105,8 +1135,11 @@ COLUMNS = (
     ("cpu_s", "{:.2f}"),
     ("cpu_us_per_recipient", "{:,.0f}"),
     ("peak_rss_mb", "{:.0f}"),
+    ("peak_rss_run_mb", "{:.0f}"),
+    ("peak_rss_sending_process_mb", "{:.0f}"),
     ("send_recipients_s", "{:,.0f}"),
     ("simulator_cpu_s", "{:.2f}"),
+    ("simulator_peak_rss_mb", "{:.0f}"),
     ("load_1min", "{0[0]:.1f}→{0[1]:.1f}"),
 )
 

@@ -34,6 +34,12 @@ __all__ = ["ChunkResult", "Courier", "Job", "Rules", "all_outcomes", "outcomes_f
 
 log = logging.getLogger(__name__)
 
+#: built ``Message`` objects a courier keeps by ``messages.id`` (``Rules._message``). Same-text and
+#: templated campaigns reuse a handful, but distinct texts bring a new one with every request:
+#: unbounded, the sending process kept every message of the campaign (about 400 bytes each, so
+#: 1M distinct texts held ~400 MB). A pure cache: emptied when full, rebuilt from the chunk.
+MESSAGE_CACHE_SIZE = 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ChunkResult:
@@ -174,6 +180,8 @@ class Rules:
                 concat=chunk.parts if chunk.parts > 1 else None,
                 options=o.params,
             )
+            if len(self._messages) >= MESSAGE_CACHE_SIZE:
+                self._messages.clear()
             self._messages[chunk.message_id] = message
         return message
 

@@ -43,7 +43,6 @@ from batch_sender.store.records import (
     InFlight,
     PackedRecipients,
 )
-from batch_sender.store.staging import MESSAGE_CACHE_SIZE
 from batch_sender.store.tables import (
     CLIENT_MESSAGE_ID_LENGTH,
     UTCDateTime,
@@ -57,6 +56,13 @@ _SQLITE_JSON_UPDATE = (3, 38, 0)
 
 #: a claim whose chunks hold fewer recipients than this on average writes them in one UPDATE
 SMALL_CHUNKS = 8
+#: messages rows a store keeps for its claims (``_messages_of``). Claims take pending rows in
+#: message order, so a message's recipients come in consecutive claims and only the latest
+#: messages are worth keeping; distinct texts bring new ones with every claim and reuse none.
+#: Sized by staging's digest map (100,000) it held ~30 MB of message texts in the run's process
+#: for nothing. More than one claim's worth (MAX_CONCURRENCY × the queue depth, 4,096 chunks),
+#: so that a claim's own messages always fit.
+CLAIM_MESSAGE_CACHE_SIZE = 8192
 CLAIM_DEADLOCK_RETRIES = 3  # a claim that lost a deadlock is rolled back whole and run again
 
 
@@ -464,7 +470,7 @@ class QueueMixin(StoreBase):
                 found[message_id] = cached
         if not missing:
             return found
-        if len(self._messages) + len(missing) > MESSAGE_CACHE_SIZE:
+        if len(self._messages) + len(missing) > CLAIM_MESSAGE_CACHE_SIZE:
             self._messages.clear()
         mark = _ClaimSql.for_dialect(conn.dialect).mark
         for start in range(0, len(missing), _ID_BATCH):

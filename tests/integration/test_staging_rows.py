@@ -7,7 +7,7 @@ SQLite and MariaDB); this reads the rows back and compares them field by field w
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from batch_sender.states import Status
 from batch_sender.store import StagedRow, Store, staging
@@ -108,3 +108,49 @@ def test_rows_get_their_own_payload_across_batches_and_cache_evictions(
         (99, None),
     ]
     assert [digest for (digest,) in payloads] == ["d-a", "d-b", "d-c", "d-d"]
+
+
+@pytest.mark.parametrize("cache_size", [100_000, 1], ids=["cached", "evicted"])
+def test_messages_ids_are_looked_up_by_one_statement_whatever_the_batch_brings(
+    store: Store, monkeypatch: pytest.MonkeyPatch, cache_size: int
+) -> None:
+    """Batches bring different numbers of new payloads; the lookup of their ids is always the
+    same statement (slices of one size, the last padded), so the driver's statement cache keeps
+    one prepared lookup, not one per batch size, and every row still gets its own payload."""
+    monkeypatch.setattr(staging, "MESSAGE_CACHE_SIZE", cache_size)
+    monkeypatch.setattr(staging, "_DIGEST_BATCH", 4)
+    sizes = [1, 3, 4, 5, 9, 2]  # new payloads per batch of 10 rows (the rest rejected)
+    rows: list[StagedRow] = []
+    for batch, fresh in enumerate(sizes):
+        for n in range(10):
+            row_no = batch * 10 + n + 1
+            if n < fresh:
+                rows.append(StagedRow(row_no, f"2782{row_no:07d}", Status.PENDING.value, 1,
+                                      f"d-{row_no}", f"text {row_no}"))  # fmt: skip
+            else:
+                rows.append(StagedRow(row_no, "bad", Status.REJECTED.value, error_code="NUM"))
+    lookups: set[str] = set()
+
+    def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "messages" in statement:
+            lookups.add(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        campaign, _ = store.stage_campaign(
+            name="lookups", source="x.csv", fingerprint="f", options={}, rows=rows, batch_size=10
+        )
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+
+    assert len(lookups) == 1
+    r, m = recipients.c, messages.c
+    with store.engine.connect() as conn:
+        read = conn.execute(
+            select(r.row_no, m.wire_text)
+            .select_from(recipients.join(messages, r.message_id == m.id))
+            .where(r.campaign_id == campaign.id)
+        ).all()
+    accepted = [row.row_no for row in rows if row.digest is not None]
+    assert sorted(tuple(row) for row in read) == [(n, f"text {n}") for n in accepted]
+    assert len(accepted) == sum(sizes)

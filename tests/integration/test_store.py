@@ -244,6 +244,31 @@ def test_claim_groups_by_message_and_never_returns_a_row_twice(store: Store) -> 
     assert store.claim_chunk(campaign.id, size=100, client_message_id="z", worker="w1") is None
 
 
+def test_claims_of_distinct_texts_keep_few_messages_and_each_chunk_its_own(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's messages cache stays small (distinct texts reuse none of its entries), and
+    a message pushed out of it is read again: every chunk still carries its own text."""
+    monkeypatch.setattr(store_queue, "CLAIM_MESSAGE_CACHE_SIZE", 4)
+    campaign = stage(store, numbers(30, payloads=30))
+    ids = (f"c{n}" for n in itertools.count())
+    chunks: list[Chunk] = []
+    while claimed := store.claim_chunks(
+        campaign.id, size=5, count=3, worker="w1", new_id=lambda: next(ids)
+    ):
+        chunks.extend(claimed)
+        assert len(store._messages) <= 4
+    assert len(chunks) == 30
+    for chunk in chunks:
+        (recipient,) = chunk.recipients
+        row_no = int(recipient.msisdn[-8:])
+        assert chunk.wire_text == f"text {row_no % 30}"
+    # the same text again (a release) is read again once it has been pushed out
+    store.release([chunks[0].recipients[0].id])
+    (again,) = store.claim_chunks(campaign.id, size=5, count=3, worker="w1", new_id=lambda: "z")
+    assert (again.message_id, again.wire_text) == (chunks[0].message_id, chunks[0].wire_text)
+
+
 def test_claim_stamps_the_claim_on_each_row(store: Store) -> None:
     campaign = stage(store, numbers(3))
 
