@@ -76,7 +76,9 @@ class Exposure:
             if recipients > 1 and self.size > 1:
                 self.size = 1
                 self.shrinks += 1
-                log.warning(
+                # said once as a warning (cron mails it); later shrinks of the run are details
+                log.log(
+                    logging.WARNING if self.shrinks == 1 else logging.INFO,
                     "the answer to a request of %d numbers was lost: sending one number per "
                     "request until answers come back whole (each lost one then settles exactly)",
                     recipients,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from batch_sender.send.exposure import CLEAN_TO_GROW, Exposure, Verdict, verdict
@@ -70,3 +72,14 @@ def test_a_wholly_accepted_chunk_is_clean():
     from batch_sender.store import SentOutcomes
 
     assert verdict(SentOutcomes.of({1: "a" * 32, 2: "b" * 32})) is Verdict.CLEAN
+
+
+def test_only_the_first_shrink_of_a_run_is_a_warning(caplog):
+    exposure = Exposure(10)
+    with caplog.at_level(logging.INFO, logger="batch_sender.send.exposure"):
+        for _ in range(3):
+            exposure.observe(Verdict.LOST, 10)
+            for _ in range(CLEAN_TO_GROW * 4):
+                exposure.observe(Verdict.CLEAN, exposure.size)
+    levels = [r.levelno for r in caplog.records]
+    assert levels == [logging.WARNING, logging.INFO, logging.INFO]
