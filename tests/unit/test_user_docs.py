@@ -32,3 +32,12 @@ def test_a_user_doc_names_no_issue_and_no_machine_path(doc: Path) -> None:
         for m in pattern.finditer(text)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_file_a_user_doc_names_exists(doc: Path) -> None:
+    """A reader who opens the test or module a doc points to finds it (tests moved under
+    tests/unit and tests/integration; the docs must follow)."""
+    text = doc.read_text(encoding="utf-8")
+    named = set(re.findall(r"\b((?:tests|benchmarks|batch_sender)/[\w/]+\.py)\b", text))
+    assert sorted(p for p in named if not (ROOT / p).exists()) == []
