@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from batch_sender.errors import StoreError
 from batch_sender.states import Status
@@ -772,3 +772,51 @@ def test_sqlite_claims_by_text_statement_and_by_core_query_hand_out_the_same_chu
             handed.append([(c.message_id, [tuple(r) for r in c.recipients]) for c in chunks])
     assert handed[0] == handed[1]
     assert [len(members) for _, members in handed[0]] == [4, 4, 4, 4, 4]
+
+
+def test_locking_claims_of_distinct_texts_select_about_what_they_claim(store: Store) -> None:
+    """PostgreSQL and MariaDB lock every row their claim selects. With one recipient per
+    message a limit of size x count selected (and locked, and read) a hundred rows for each one
+    claimed; after the first claim the limit follows the recipients per message it met. A
+    campaign of one large message still gets full chunks, and a mix gets every row once."""
+    if store._engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's claim selects whole messages (packed), not rows to lock")
+    limits: list[int] = []
+
+    def spy(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if "FOR UPDATE" in statement:  # the claim's SELECT: its LIMIT is its last parameter
+            assert isinstance(params, dict)
+            limits.append(int(list(params.values())[-1]))
+
+    event.listen(store._engine, "before_cursor_execute", spy)
+    try:
+        ids = (f"c{n}" for n in itertools.count())
+        distinct = stage(store, numbers(60, payloads=60), name="distinct")
+        chunks: list[Chunk] = []
+        while claimed := store.claim_chunks(
+            distinct.id, size=100, count=4, worker="w", new_id=lambda: next(ids)
+        ):
+            chunks.extend(claimed)
+        assert [len(c.recipients) for c in chunks] == [1] * 60
+        assert limits[0] == 400 and max(limits[1:]) <= 8, limits
+
+        big = stage(store, numbers(250), name="big")
+        sizes: list[int] = []
+        while claimed := store.claim_chunks(
+            big.id, size=100, count=2, worker="w", new_id=lambda: next(ids)
+        ):
+            sizes.extend(len(c.recipients) for c in claimed)
+        assert sizes == [100, 100, 50]
+
+        # one recipient each for "text 1".."text 39", then 121 sharing "text 0"
+        mixed = stage(store, numbers(40, payloads=40) + numbers(120, start=41), name="mixed")
+        taken: list[int] = []
+        while claimed := store.claim_chunks(
+            mixed.id, size=50, count=3, worker="w", new_id=lambda: next(ids)
+        ):
+            assert all(len(c.recipients) <= 50 for c in claimed)
+            taken.extend(r.id for c in claimed for r in c.recipients)
+        assert len(taken) == len(set(taken)) == 160
+        assert store.counts(mixed.id)[Status.PENDING] == 0
+    finally:
+        event.remove(store._engine, "before_cursor_execute", spy)
