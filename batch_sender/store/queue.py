@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 from batch_sender.errors import StoreError
 from batch_sender.states import Status
 from batch_sender.store import engine as engines
+from batch_sender.store import locking
 from batch_sender.store.base import (
     _ID_BATCH,
     StoreBase,
@@ -313,7 +314,7 @@ class QueueMixin(StoreBase):
                             sql.claim_packed, (client_message_id, worker, now, now, f"[{part}]")
                         )
             else:
-                limit = self._locking_limit(campaign_id, size, count)
+                limit = locking.limit(self._rows_per_message.get(campaign_id), size, count)
                 rows = conn.execute(query(limit).with_for_update(skip_locked=True)).all()
                 for message_id, group in itertools.groupby(rows, key=lambda row: row.message_id):
                     members = [ChunkRecipient(row.id, row.msisdn) for row in group]
@@ -328,7 +329,8 @@ class QueueMixin(StoreBase):
                                 )
                             )
                 claimed_rows = sum(len(m) for _, _, m in claimed)
-                self._learn_rows_per_message(campaign_id, size, rows, limit)
+                if rows:
+                    self._rows_per_message[campaign_id] = locking.per_message(rows, size, limit)
                 if (
                     conn.dialect.name == "postgresql"
                     and len(claimed) > 1
@@ -365,36 +367,6 @@ class QueueMixin(StoreBase):
             )
             for client_message_id, message_id, members in claimed
         ]
-
-    def _locking_limit(self, campaign_id: int, size: int, count: int) -> int:
-        """How many pending rows a locking claim (PostgreSQL, MariaDB) selects for ``count``
-        chunks of up to ``size``: enough for ``count`` messages of the size its last claim met,
-        twice over, and never more than ``size * count``.
-
-        The claim locks every row it selects (``FOR UPDATE SKIP LOCKED``) and reads them all,
-        but makes chunks only of the first ``count`` messages. With distinct texts (one
-        recipient per message) a limit of ``size * count`` selected, locked and read a hundred
-        rows for each one claimed: most of a worker's CPU, and rows its peers had to skip.
-        """
-        full = size * count
-        met = self._rows_per_message.get(campaign_id)
-        if met is None:
-            return full
-        return max(count, min(full, 2 * met * count))
-
-    def _learn_rows_per_message(
-        self, campaign_id: int, size: int, rows: Sequence[Any], limit: int
-    ) -> None:
-        """Remember the recipients per message (at most ``size``) of the rows a locking claim
-        selected, for :meth:`_locking_limit`. A message cut off by the limit counts as full,
-        so a campaign of large messages claims at full size again the next time."""
-        if not rows:
-            return
-        messages = 1 + sum(1 for a, b in itertools.pairwise(rows) if a.message_id != b.message_id)
-        per_message = -(-len(rows) // messages)  # rounded up
-        if len(rows) == limit and messages == 1:
-            per_message = size
-        self._rows_per_message[campaign_id] = max(1, min(size, per_message))
 
     def in_flight(
         self,
