@@ -914,15 +914,12 @@ def pg_workers_run(h: Harness, code: Path, label: str) -> dict[str, Any]:
     # --rate counts message parts (a two-part text is two messages to the gateway's throughput
     # limit): the combined rate is the steady parts per second, recipients/s beside it
     arrivals: dict[str, tuple[float, int]] = {}
-    part_arrivals: dict[str, tuple[float, int]] = {}
     for r in recs:
-        cmid = r["client_message_id"]
-        at, n = arrivals.get(cmid, (r["time"], 0))
-        arrivals[cmid] = (at, n + 1)
-        at, n = part_arrivals.get(cmid, (r["time"], 0))
-        part_arrivals[cmid] = (at, n + int(r.get("parts") or 1))
+        at, n = arrivals.get(r["client_message_id"], (r["time"], 0))
+        arrivals[r["client_message_id"]] = (at, n + 1)
     steady = steady_rate(sorted(arrivals.values()))
-    steady_parts = steady_rate(sorted(part_arrivals.values()))
+    parts = recorded_parts(record)
+    steady_parts = steady_rate(parts)
     return {
         "code": str(code),
         "rows": rows,
@@ -932,7 +929,7 @@ def pg_workers_run(h: Harness, code: Path, label: str) -> dict[str, Any]:
         "parts_s": steady_parts["rate"],
         "target_rate": PG_RATE,
         "error": round(abs(steady_parts["rate"] - PG_RATE) / PG_RATE, 4),
-        "peak_parts_5s": _peak_rate(sorted(part_arrivals.values()), 5.0),
+        "peak_parts_5s": _peak_rate(parts, 5.0),
         "bound_recipients_s": PG_WORKERS * PG_CONCURRENCY / (PG_LATENCY_MS / 1000),
         "steady_window_s": steady["window_s"],
         "killed_at_s": None if killed_at is None else round(killed_at, 2),
