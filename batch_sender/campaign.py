@@ -63,10 +63,11 @@ from batch_sender.send.scaleout import (
 from batch_sender.send.settle import DEFAULT_MAX_PROCESSING
 from batch_sender.sources import Source
 from batch_sender.states import CampaignControl, CampaignStatus, Status
-from batch_sender.store import Campaign, Census, StagedRow, Store
+from batch_sender.store import Campaign, Census, Store
 from batch_sender.store import control as store_control
 from batch_sender.store import operators as store_operators
 from batch_sender.store.delivery import DeliveryStore
+from batch_sender.store.records import STAGED_STATUS, StagedValues
 
 __all__ = ["RunResult", "choose_name", "dry_run", "fingerprint", "open_client", "run"]
 
@@ -284,12 +285,12 @@ def check_unusable(rejected: int, total: int, max_rejected: float) -> None:
         )
 
 
-def _refusing_unusable(rows: Iterator[StagedRow], max_rejected: float) -> Iterator[StagedRow]:
+def _refusing_unusable(rows: Iterator[StagedValues], max_rejected: float) -> Iterator[StagedValues]:
     """``rows``, counted; past the last, over the limit, raise: staging rolls back whole."""
     total = rejected = 0
     for row in rows:
         total += 1
-        if row.status == _REJECTED:
+        if row[STAGED_STATUS] == _REJECTED:
             rejected += 1
         yield row
     check_unusable(rejected, total, max_rejected)

@@ -2,8 +2,9 @@
 
 Every row comes out, accepted (`pending`) or `rejected` with a reason; duplicates are found later,
 in SQL, by the store (or by :func:`dry_run` in memory). Rows go in as ``Record`` tuples and come
-out as :class:`~batch_sender.store.records.StagedRow` named tuples, each made at the cost of a plain
-tuple, and each distinct text is encoded once, not once per recipient.
+out as plain tuples in the order of :class:`~batch_sender.store.records.StagedRow`'s fields
+(:data:`~batch_sender.store.records.StagedValues`), and each distinct text is encoded once, not
+once per recipient.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from batch_sender.config import RunSettings
 from batch_sender.errors import InputError
 from batch_sender.sources import Record, Source
 from batch_sender.states import Status
-from batch_sender.store.records import StagedRow, make_staged_row
+from batch_sender.store.records import StagedRow, StagedValues
 
 __all__ = ["DryRunReport", "Preparer", "SmartEncoding", "Template", "dry_run"]
 
@@ -229,9 +230,10 @@ class Preparer:
                 counts[char] += rows
         return counts
 
-    def staged(self, records: Iterable[Record], *, fields: bool = True) -> Iterator[StagedRow]:
-        """Each record as a staged row, accepted (``pending``) or ``rejected`` with a reason,
-        with the source row as a JSON object (``fields``; None when ``fields`` is False).
+    def staged(self, records: Iterable[Record], *, fields: bool = True) -> Iterator[StagedValues]:
+        """Each record as a staged row (:data:`StagedValues`: a :class:`StagedRow`'s fields in
+        order), accepted (``pending``) or ``rejected`` with a reason, with the source row as a
+        JSON object (``fields``; None when ``fields`` is False).
 
         The hot loop of staging: a number that is already international digits costs a few
         string checks, a text seen before (every row, when the template has no placeholder)
@@ -271,7 +273,7 @@ class Preparer:
                 non_gsm[payload.non_gsm] += 1
             if payload.smart:
                 self._count_smart(payload)
-            yield make_staged_row((row_no, msisdn, *payload.shared, row_json))
+            yield (row_no, msisdn, *payload.shared, row_json)  # type: ignore[misc]
 
     def _count_smart(self, payload: _Payload) -> None:
         smart = self.smart
@@ -330,10 +332,19 @@ class Preparer:
         )
 
 
-def _rejected(row_no: int, msisdn: str, reason: str, fields: str | None) -> StagedRow:
+def _rejected(row_no: int, msisdn: str, reason: str, fields: str | None) -> StagedValues:
     """A rejected row: its number (the raw value, cut to the column, for a bad number) and why."""
-    return StagedRow(
-        row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, error_description=reason, fields=fields
+    return (
+        row_no,
+        msisdn[:MAX_MSISDN_CHARS],
+        _REJECTED,
+        0,
+        None,
+        None,
+        False,
+        None,
+        reason,
+        fields,
     )
 
 
@@ -390,11 +401,11 @@ def dry_run(
     sample: dict[str, str] = {}
     shared_start = numbers.shared_calling_code_start
     for row in preparer.staged(source.records(), fields=False):
-        if row.status == _REJECTED:
+        _, msisdn, status, parts, digest, _, unicode, _, reason, _ = row  # StagedRow's order
+        if status == _REJECTED:
             report.rejected += 1
-            report.reasons[row.error_description or ""] += 1
+            report.reasons[reason or ""] += 1
             continue
-        msisdn = row.msisdn
         key = int(msisdn)
         if key in seen:
             report.duplicates += 1
@@ -410,9 +421,9 @@ def dry_run(
             sample.setdefault(msisdn[:7], msisdn)
         else:
             starts[start] += 1
-        report.parts += row.parts
-        report.unicode_recipients += row.unicode
-        per_payload[row.digest or ""] += 1
+        report.parts += parts
+        report.unicode_recipients += unicode
+        per_payload[digest or ""] += 1
     report.requests = sum(-(-n // chunk_size) for n in per_payload.values())
     report.non_gsm_characters = dict(preparer.non_gsm.most_common())
     report.numbers_interpreted = preparer.interpretations.as_dict()

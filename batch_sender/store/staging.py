@@ -26,7 +26,7 @@ from batch_sender.states import CampaignStatus, Status
 from batch_sender.store import engine as engines
 from batch_sender.store.base import _ID_BATCH, _now, _r
 from batch_sender.store.campaigns import CampaignsMixin, _NameTaken
-from batch_sender.store.records import Campaign, StagedRow
+from batch_sender.store.records import STAGED_FIELDS, Campaign, StagedValues
 from batch_sender.store.tables import (
     ERROR_CODE_LENGTH,
     ERROR_DESCRIPTION_LENGTH,
@@ -82,8 +82,8 @@ _UNPACKED = (
     "error_description",
     "fields",
 )
-if StagedRow._fields != _UNPACKED:  # pragma: no cover - a change to StagedRow not followed here
-    raise ImportError(f"StagedRow's fields {StagedRow._fields} are not {_UNPACKED}")
+if STAGED_FIELDS != _UNPACKED:  # pragma: no cover - a change to StagedRow not followed here
+    raise ImportError(f"StagedRow's fields {STAGED_FIELDS} are not {_UNPACKED}")
 
 
 class _BulkWriter(NamedTuple):
@@ -170,7 +170,7 @@ class StagingMixin(CampaignsMixin):
         source: str,
         fingerprint: str,
         options: dict[str, object],
-        rows: Iterable[StagedRow],
+        rows: Iterable[StagedValues],
         batch_size: int = DEFAULT_STAGE_BATCH,
     ) -> tuple[Campaign, bool]:
         """Write a new campaign and all its rows in one transaction; (campaign, created?).
@@ -216,7 +216,7 @@ class StagingMixin(CampaignsMixin):
         self,
         conn: Connection,
         campaign_id: int,
-        rows: Iterable[StagedRow],
+        rows: Iterable[StagedValues],
         batch_size: int,
     ) -> int:
         """Insert ``rows`` in batches, creating each distinct payload once; the row count.
@@ -233,7 +233,7 @@ class StagingMixin(CampaignsMixin):
         total = 0
         write, no_error = _bulk_writer(conn, campaign_id, _now())
         batch: list[tuple[Any, ...]] = []
-        fresh: dict[str, StagedRow] = {}  # payloads not in ``digests`` yet: digest → one row
+        fresh: dict[str, StagedValues] = {}  # payloads not in ``digests`` yet: digest → a row
         waiting: list[tuple[int, str]] = []  # (index in batch, digest): rows awaiting that id
 
         def flush() -> None:
@@ -288,7 +288,7 @@ class StagingMixin(CampaignsMixin):
         self,
         conn: Connection,
         campaign_id: int,
-        fresh: dict[str, StagedRow],
+        fresh: dict[str, StagedValues],
         digests: dict[str, int],
         evicted: bool,
     ) -> None:
@@ -300,20 +300,20 @@ class StagingMixin(CampaignsMixin):
             new = {d: row for d, row in new.items() if d not in digests}
             if not new:
                 return
-        conn.execute(
-            insert(messages),
-            [
+        payloads = []
+        for digest, row in new.items():
+            _, _, _, parts, _, wire_text, unicode, *_ = row  # _UNPACKED order
+            payloads.append(
                 {
                     "campaign_id": campaign_id,
                     "digest": digest,
-                    "wire_text": row.wire_text,
-                    "unicode": row.unicode,
-                    "parts": row.parts,
-                    "text": sms.readable(row.wire_text or "", row.unicode),
+                    "wire_text": wire_text,
+                    "unicode": unicode,
+                    "parts": parts,
+                    "text": sms.readable(wire_text or "", unicode),
                 }
-                for digest, row in new.items()
-            ],
-        )
+            )
+        conn.execute(insert(messages), payloads)
         digests.update(self._message_ids(conn, campaign_id, list(new)))
 
     @staticmethod

@@ -14,6 +14,7 @@ import pytest
 
 from batch_sender import prepare, sources
 from batch_sender.config import RunSettings
+from batch_sender.store.records import StagedRow
 
 
 def staged_fields(path: Path, **open_options: str) -> list[str | None]:
@@ -21,7 +22,7 @@ def staged_fields(path: Path, **open_options: str) -> list[str | None]:
     source = sources.open_csv(path, **open_options)
     try:
         preparer = prepare.Preparer(RunSettings(name="t", text="Hi {name}"), source.columns)
-        return [row.fields for row in preparer.staged(source.records())]
+        return [StagedRow(*row).fields for row in preparer.staged(source.records())]
     finally:
         source.close()
 
