@@ -334,18 +334,12 @@ class Preparer:
 
 def _rejected(row_no: int, msisdn: str, reason: str, fields: str | None) -> StagedValues:
     """A rejected row: its number (the raw value, cut to the column, for a bad number) and why."""
-    return (
-        row_no,
-        msisdn[:MAX_MSISDN_CHARS],
-        _REJECTED,
-        0,
-        None,
-        None,
-        False,
-        None,
-        reason,
-        fields,
-    )
+    # built by name (rejected rows are few), handed on as the plain tuple every row is
+    return tuple(
+        StagedRow(
+            row_no, msisdn[:MAX_MSISDN_CHARS], _REJECTED, error_description=reason, fields=fields
+        )
+    )  # type: ignore[return-value]
 
 
 @dataclass(slots=True)
