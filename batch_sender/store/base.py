@@ -124,7 +124,7 @@ class StoreBase:
         self._engine = engine
         self._url = url
         self._messages: dict[int, _Message] = {}  # immutable rows, cached for claims
-        #: campaign id → recipients per message met by its last locking claim (queue.py)
+        #: campaign id → recipients per message met by its last claim (queue.py, claim_limit.py)
         self._rows_per_message: dict[int, int] = {}
         #: called before each claim with the campaign id: an extra condition on the rows it may
         #: take, or None (operators' controls: send windows, --not-after; windows.ClaimGate)

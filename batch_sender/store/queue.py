@@ -27,8 +27,8 @@ from sqlalchemy.engine import Dialect
 
 from batch_sender.errors import StoreError
 from batch_sender.states import Status
+from batch_sender.store import claim_limit
 from batch_sender.store import engine as engines
-from batch_sender.store import locking
 from batch_sender.store.base import (
     _ID_BATCH,
     StoreBase,
@@ -273,20 +273,25 @@ class QueueMixin(StoreBase):
 
             now = sql.timestamp(_now())
             worker = worker[:64]
+            limit = claim_limit.limit(self._rows_per_message.get(campaign_id), size, count)
             if sql.claim_packed is not None:
                 # SQLite: one row per message, its ids and numbers packed as texts by the query
                 # (not one fetch per row, each a GIL hand-off); each chunk's slices go to the
                 # UPDATE and to the courier as texts, made into recipients only where it is sent
+                # one message more than it makes chunks of, to learn what the selected rows
+                # held (claim_limit): the rows it did not claim are the next claim's
                 if plain:  # the statement as text: building and caching Core's cost 5%
                     packed = conn.exec_driver_sql(
-                        sql.select_packed, (campaign_id, size * count, count)
+                        sql.select_packed, (campaign_id, limit, count + 1)
                     ).all()
                 else:
-                    packed = conn.execute(_packed_messages(query(size * count), count)).all()
+                    packed = conn.execute(_packed_messages(query(limit), count + 1)).all()
                 parts: list[str] = []  # each chunk's ids, "id,id,…"
                 claimed_rows = 0
+                selected = 0
                 for message_id, id_text, number_text in packed:
                     ids, numbers = id_text.split(","), number_text.split(",")
+                    selected += len(ids)
                     for start in range(0, len(ids), size):
                         if len(claimed) == count:
                             break
@@ -296,6 +301,10 @@ class QueueMixin(StoreBase):
                         claimed.append((client_message_id, message_id, recipients))
                         parts.append(part)
                         claimed_rows += min(size, len(ids) - start)
+                if packed:
+                    self._rows_per_message[campaign_id] = claim_limit.per_message_of(
+                        selected, len(packed), size, limit
+                    )
                 many = sql.claim_many_packed
                 small = len(claimed) > 1 and claimed_rows < SMALL_CHUNKS * len(claimed)
                 if many is not None and small:
@@ -314,7 +323,6 @@ class QueueMixin(StoreBase):
                             sql.claim_packed, (client_message_id, worker, now, now, f"[{part}]")
                         )
             else:
-                limit = locking.limit(self._rows_per_message.get(campaign_id), size, count)
                 rows = conn.execute(query(limit).with_for_update(skip_locked=True)).all()
                 for message_id, group in itertools.groupby(rows, key=lambda row: row.message_id):
                     members = [ChunkRecipient(row.id, row.msisdn) for row in group]
@@ -330,7 +338,7 @@ class QueueMixin(StoreBase):
                             )
                 claimed_rows = sum(len(m) for _, _, m in claimed)
                 if rows:
-                    self._rows_per_message[campaign_id] = locking.per_message(rows, size, limit)
+                    self._rows_per_message[campaign_id] = claim_limit.per_message(rows, size, limit)
                 if (
                     conn.dialect.name == "postgresql"
                     and len(claimed) > 1

@@ -774,19 +774,20 @@ def test_sqlite_claims_by_text_statement_and_by_core_query_hand_out_the_same_chu
     assert [len(members) for _, members in handed[0]] == [4, 4, 4, 4, 4]
 
 
-def test_locking_claims_of_distinct_texts_select_about_what_they_claim(store: Store) -> None:
-    """PostgreSQL and MariaDB lock every row their claim selects. With one recipient per
-    message a limit of size x count selected (and locked, and read) a hundred rows for each one
-    claimed; after the first claim the limit follows the recipients per message it met. A
-    campaign of one large message still gets full chunks, and a mix gets every row once."""
-    if store._engine.dialect.name == "sqlite":
-        pytest.skip("SQLite's claim selects whole messages (packed), not rows to lock")
+def test_claims_of_distinct_texts_select_about_what_they_claim(store: Store) -> None:
+    """A claim reads every row it selects (PostgreSQL and MariaDB lock them too). With one
+    recipient per message a limit of size x count selected a hundred rows for each one claimed;
+    after the first claim the limit follows the recipients per message it met. A campaign of one
+    large message still gets full chunks, and a mix gets every row once."""
     limits: list[int] = []
 
     def spy(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
         if "FOR UPDATE" in statement:  # the claim's SELECT: its LIMIT is its last parameter
             assert isinstance(params, dict)
             limits.append(int(list(params.values())[-1]))
+        elif statement.startswith("SELECT message_id, group_concat"):  # SQLite's packed claim
+            assert isinstance(params, tuple)
+            limits.append(params[1])  # (campaign_id, rows, messages)
 
     event.listen(store._engine, "before_cursor_execute", spy)
     try:
