@@ -6,8 +6,10 @@ Three bulk paths (PostgreSQL COPY, a driver executemany, SQLAlchemy Core), one c
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -27,6 +29,7 @@ from batch_sender.store import engine as engines
 from batch_sender.store.base import _ID_BATCH, _now, _r
 from batch_sender.store.campaigns import CampaignsMixin, _NameTaken
 from batch_sender.store.records import STAGED_FIELDS, Campaign, StagedValues
+from batch_sender.store.seen import SeenDigests
 from batch_sender.store.tables import (
     ERROR_CODE_LENGTH,
     ERROR_DESCRIPTION_LENGTH,
@@ -151,6 +154,52 @@ def _bulk_writer(conn: Connection, campaign_id: int, updated_at: datetime) -> _B
     return _BulkWriter(core, None)
 
 
+#: messages rows per ``INSERT … RETURNING`` on SQLite; a smaller remainder is written in
+#: power-of-two pieces, so the driver's statement cache holds a handful of texts, not one per size
+_SQLITE_MESSAGES_BATCH = 256
+_SQLITE_MESSAGE_COLUMNS = ("campaign_id", "digest", "wire_text", "unicode", "parts", "text")
+
+
+def _sqlite_insert_messages(
+    conn: Connection, campaign_id: int, new: dict[str, StagedValues]
+) -> Iterable[tuple[str, int]]:
+    """Insert a messages row for each payload of ``new``; (digest, id) of each.
+
+    One multi-row ``INSERT … RETURNING`` per piece on the driver: each id comes back with its
+    row. Looking the digests up afterwards was a second random probe of the
+    (campaign_id, digest) index per distinct text, and SQLAlchemy's own batched RETURNING spent
+    more in Python than the probe cost (see docs/PERFORMANCE.md, distinct texts at 1M rows).
+    """
+    values: list[object] = []
+    for digest, row in new.items():
+        _, _, _, parts, _, wire_text, unicode, *_ = row  # _UNPACKED order
+        text = sms.readable(wire_text or "", unicode)
+        values += (campaign_id, digest, wire_text, int(unicode), parts, text)
+    width = len(_SQLITE_MESSAGE_COLUMNS)
+    count = len(new)
+    done = 0
+    found: list[tuple[str, int]] = []
+    while done < count:
+        size = _SQLITE_MESSAGES_BATCH
+        while size > count - done:
+            size //= 2
+        sql = _sqlite_messages_sql(size)
+        piece = values[done * width : (done + size) * width]
+        found += conn.exec_driver_sql(sql, tuple(piece)).all()
+        done += size
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_messages_sql(rows: int) -> str:
+    row = "(" + ", ".join("?" * len(_SQLITE_MESSAGE_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO messages ({', '.join(_SQLITE_MESSAGE_COLUMNS)}) VALUES "
+        + ", ".join([row] * rows)
+        + " RETURNING digest, id"
+    )
+
+
 def _sqlite_literal(value: object) -> str:
     """An int or a text as an SQLite literal (for the values every staged row shares)."""
     if isinstance(value, int):
@@ -229,7 +278,7 @@ class StagingMixin(CampaignsMixin):
         """
         digests: dict[str, int] = {}  # digest → messages.id, bounded
         message_id = digests.get
-        evicted = False
+        seen: SeenDigests | None = None  # every digest the cache let go, once it has
         total = 0
         write, no_error = _bulk_writer(conn, campaign_id, _now())
         batch: list[tuple[Any, ...]] = []
@@ -237,9 +286,9 @@ class StagingMixin(CampaignsMixin):
         waiting: list[tuple[int, str]] = []  # (index in batch, digest): rows awaiting that id
 
         def flush() -> None:
-            nonlocal evicted
+            nonlocal seen
             if fresh:
-                self._ensure_messages(conn, campaign_id, fresh, digests, evicted)
+                self._ensure_messages(conn, campaign_id, fresh, digests, seen)
                 for at, digest in waiting:
                     row = batch[at]
                     batch[at] = (*row[:_MESSAGE_ID], digests[digest], *row[_MESSAGE_ID + 1 :])
@@ -248,8 +297,10 @@ class StagingMixin(CampaignsMixin):
             write(batch)
             batch.clear()
             if len(digests) > MESSAGE_CACHE_SIZE:
+                if seen is None:
+                    seen = SeenDigests()
+                seen.update(digests)
                 digests.clear()
-                evicted = True
 
         for row in rows:
             # the fields in _UNPACKED order (checked against StagedRow's names at import)
@@ -290,16 +341,20 @@ class StagingMixin(CampaignsMixin):
         campaign_id: int,
         fresh: dict[str, StagedValues],
         digests: dict[str, int],
-        evicted: bool,
+        seen: SeenDigests | None,
     ) -> None:
         """Give every payload of ``fresh`` (digest → a row carrying it) a messages row, and put
-        its id in ``digests``."""
+        its id in ``digests``; ``seen``: the digests the cache let go (None: none yet)."""
         new = fresh
-        if evicted:  # some of these may have been created before the cache was cleared
-            digests.update(self._message_ids(conn, campaign_id, list(new)))
+        maybe = [] if seen is None else [digest for digest in new if digest in seen]
+        if maybe:  # these may have been created before the cache was cleared
+            digests.update(self._message_ids(conn, campaign_id, maybe))
             new = {d: row for d, row in new.items() if d not in digests}
             if not new:
                 return
+        if conn.dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 35):
+            digests.update(_sqlite_insert_messages(conn, campaign_id, new))
+            return
         payloads = []
         for digest, row in new.items():
             _, _, _, parts, _, wire_text, unicode, *_ = row  # _UNPACKED order
