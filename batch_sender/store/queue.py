@@ -278,8 +278,7 @@ class QueueMixin(StoreBase):
                 # SQLite: one row per message, its ids and numbers packed as texts by the query
                 # (not one fetch per row, each a GIL hand-off); each chunk's slices go to the
                 # UPDATE and to the courier as texts, made into recipients only where it is sent
-                # one message more than it makes chunks of, to learn what the selected rows
-                # held (claim_limit): the rows it did not claim are the next claim's
+                # one message more than it chunks, to learn what the rows held (claim_limit)
                 if plain:  # the statement as text: building and caching Core's cost 5%
                     packed = conn.exec_driver_sql(
                         sql.select_packed, (campaign_id, limit, count + 1)
