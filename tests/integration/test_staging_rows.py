@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, select
 
 from batch_sender.states import Status
-from batch_sender.store import StagedRow, Store, staging
+from batch_sender.store import Campaign, StagedRow, Store, staging
 from batch_sender.store.tables import messages, recipients
 
 ROWS = [
@@ -55,6 +55,33 @@ def texts_by_row(store: Store, campaign_id: int) -> list[tuple[int, str | None]]
             .order_by(r.row_no)
         ).all()
     return [(row_no, text) for row_no, text in read]
+
+
+def stage_noting_statements(
+    store: Store, rows: list[StagedRow], *, batch_size: int
+) -> tuple[Campaign, set[str]]:
+    """Stage ``rows`` as a new campaign; it and the text of every statement the driver ran."""
+    statements: set[str] = set()
+
+    def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.add(statement.lstrip())
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        campaign, _ = store.stage_campaign(
+            name="noted", source="x.csv", fingerprint="f", options={}, rows=rows,
+            batch_size=batch_size,
+        )  # fmt: skip
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    return campaign, statements
+
+
+def messages_created(store: Store, campaign_id: int) -> int:
+    """How many messages rows the campaign has."""
+    m = messages.c
+    with store.engine.connect() as conn:
+        return len(conn.execute(select(m.id).where(m.campaign_id == campaign_id)).all())
 
 
 def test_every_field_of_a_staged_row_lands_in_the_column_of_its_name(store: Store) -> None:
@@ -141,29 +168,15 @@ def test_messages_ids_are_looked_up_by_one_statement_whatever_the_batch_brings(
                                       f"d-{first}", f"text {first}"))  # fmt: skip
             else:
                 rows.append(StagedRow(row_no, "bad", Status.REJECTED.value, error_code="NUM"))
-    lookups: set[str] = set()
-
-    def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT") and "messages" in statement:
-            lookups.add(statement)
-
-    event.listen(store.engine, "before_cursor_execute", seen)
-    try:
-        campaign, _ = store.stage_campaign(
-            name="lookups", source="x.csv", fingerprint="f", options={}, rows=rows, batch_size=10
-        )
-    finally:
-        event.remove(store.engine, "before_cursor_execute", seen)
+    campaign, statements = stage_noting_statements(store, rows, batch_size=10)
+    lookups = {s for s in statements if s.upper().startswith("SELECT") and "messages" in s}
 
     # SQLite has each new id back from its INSERT, and looks up only payloads met before the
     # cache was cleared (the repeats); the other engines look up every new payload's id
     assert len(lookups) == (0 if store.engine.dialect.name == "sqlite" and cache_size > 1 else 1)
     read = [(row_no, text) for row_no, text in texts_by_row(store, campaign.id) if text]
     assert read == [(row.row_no, row.wire_text) for row in rows if row.digest is not None]
-    m = messages.c
-    with store.engine.connect() as conn:
-        created = conn.execute(select(m.id).where(m.campaign_id == campaign.id)).all()
-    assert len(created) == sum(sizes)
+    assert messages_created(store, campaign.id) == sum(sizes)
 
 
 @pytest.mark.parametrize("cache_size", [100_000, 1], ids=["cached", "evicted"])
@@ -185,24 +198,10 @@ def test_new_payloads_get_their_ids_back_in_a_few_statement_texts(
             text = f"text {row_no}" if n < fresh else f"text {first}"  # repeats the batch's first
             rows.append(StagedRow(row_no, f"2782{row_no:07d}", Status.PENDING.value, 1,
                                   f"d-{text}", text))  # fmt: skip
-    inserts: set[str] = set()
-
-    def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT INTO MESSAGES"):
-            inserts.add(statement)
-
-    event.listen(store.engine, "before_cursor_execute", seen)
-    try:
-        campaign, _ = store.stage_campaign(
-            name="inserts", source="x.csv", fingerprint="f", options={}, rows=rows, batch_size=20
-        )
-    finally:
-        event.remove(store.engine, "before_cursor_execute", seen)
+    campaign, statements = stage_noting_statements(store, rows, batch_size=20)
+    inserts = {s for s in statements if s.upper().startswith("INSERT INTO MESSAGES")}
 
     assert texts_by_row(store, campaign.id) == [(row.row_no, row.wire_text) for row in rows]
-    m = messages.c
-    with store.engine.connect() as conn:
-        created = conn.execute(select(m.id).where(m.campaign_id == campaign.id)).all()
-    assert len(created) == sum(sizes)
+    assert messages_created(store, campaign.id) == sum(sizes)
     if store.engine.dialect.name == "sqlite":
         assert 1 < len(inserts) <= 4  # pieces of 8, 4, 2 and 1 rows
