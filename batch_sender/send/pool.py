@@ -31,13 +31,11 @@ Python calls of their own on either side, and each message is one write and one 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import logging
 import os
 import pickle
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +44,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from batch_sender import eventloop, redact
+from batch_sender import child_process, eventloop, redact
 from batch_sender.config import MessageOptions
 from batch_sender.gateway.client import ClientSpec, GatewayClient
 from batch_sender.send import adaptive, aio
@@ -67,10 +65,9 @@ SHUTDOWN_WAIT = 5.0
 #: seconds a finishing child waits for its threads' last requests before it exits
 CHILD_DRAIN_TIMEOUT = 60.0
 #: how the sending process is started (its module's ``__main__``)
-CHILD_COMMAND = (sys.executable, "-m", "batch_sender.send.pool")
+CHILD_COMMAND = child_process.command("batch_sender.send.pool")
 #: requests in flight at first under ``--concurrency auto`` (``adaptive.AimdSettings.start``)
 AUTO_START = adaptive.AimdSettings().start
-_PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -311,7 +308,7 @@ class ProcessCouriers:
             CHILD_COMMAND,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
+            env=child_process.environment(),
         )
         assert self._process.stdin is not None and self._process.stdout is not None
         self._to_child = _Outbox(self._process.stdin)
@@ -459,23 +456,10 @@ class _PipeLogHandler(logging.Handler):
             self._send(("log", record.levelno, record.name, record.getMessage()))
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel for SIGKILL when the parent dies (Linux); elsewhere, end of input does."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def child_main() -> int:
     """The sending process: read chunks from stdin, send them, write results to stdout."""
-    parent = os.getppid()
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if not child_process.adopt():
         return 1
-    # the parent handles Ctrl-C and SIGTERM and tells us to stop: a signal to the whole process
-    # group must not cut short the answers it is waiting for
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inbox = sys.stdin.buffer
 
     def gone() -> None:
