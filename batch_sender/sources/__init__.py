@@ -7,9 +7,13 @@ header, URL or query before anything is staged), read ``columns`` and ``identity
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from batch_sender.sources.base import Record, Source, SourceRow
 from batch_sender.sources.csvfile import CsvSource, open_csv, open_csv_stream
-from batch_sender.sources.sql import SqlSource, open_sql
+
+if TYPE_CHECKING:
+    from batch_sender.sources.sql import SqlSource, open_sql
 
 __all__ = [
     "CsvSource",
@@ -21,3 +25,13 @@ __all__ = [
     "open_csv_stream",
     "open_sql",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``SqlSource`` and ``open_sql`` on first use: SQLAlchemy is not imported for a CSV file
+    (the process preparing a large file imports this package, and nothing of SQL)."""
+    if name in ("SqlSource", "open_sql"):
+        from batch_sender.sources import sql
+
+        return getattr(sql, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
