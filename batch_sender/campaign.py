@@ -12,6 +12,7 @@ live worker still has rows in flight, so every process ends with the same counts
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -22,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from batch_sender import control, prepare, windows
+from batch_sender import control, prepare, prepare_process, windows
 from batch_sender.config import (
     AUTO_THREADS,
     SEND_PROCESS_MIN_ROWS,
@@ -246,16 +247,18 @@ def stage(
     existing = store.campaign(settings.name)
     if existing is None:
         preparer = preparer or prepare.Preparer(settings, source.columns)
-        rows = preparer.staged(source.records())
+        prepared = prepare_process.staged_rows(source, settings, preparer)
+        rows: Iterator[StagedValues] = prepared
         if settings.max_rejected is not None:
             rows = _refusing_unusable(rows, settings.max_rejected)
-        existing, staged = store.stage_campaign(
-            name=settings.name,
-            source=source.description,
-            fingerprint=digest,
-            options=_options_record(settings),
-            rows=rows,
-        )
+        with contextlib.closing(prepared):  # a preparing process ends with staging
+            existing, staged = store.stage_campaign(
+                name=settings.name,
+                source=source.description,
+                fingerprint=digest,
+                options=_options_record(settings),
+                rows=rows,
+            )
     else:
         staged = False
     _same_campaign(existing, digest, settings)

@@ -160,6 +160,13 @@ class Interpretations:
             if len(kept) < EXAMPLES:
                 kept.append((raw, outcome.digits or outcome.msisdn or outcome.reason or ""))
 
+    def add_all(self, other: Interpretations) -> None:
+        """Count ``other``'s rows too (rows interpreted elsewhere, in order after these)."""
+        self.counts.update(other.counts)
+        for rule, examples in other.examples.items():
+            kept = self.examples.setdefault(rule, [])
+            kept += examples[: EXAMPLES - len(kept)]
+
     def as_dict(self) -> dict[str, dict[str, object]]:
         """``{rule: {"count": n, "examples": [[raw, digits], ...]}}``, for every rule seen."""
         return {

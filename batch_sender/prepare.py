@@ -2,8 +2,8 @@
 
 Every row comes out, accepted (`pending`) or `rejected` with a reason; duplicates are found later,
 in SQL, by the store (or by :func:`dry_run` in memory). Rows go in as ``Record`` tuples and come
-out as plain tuples in the order of :class:`~batch_sender.store.records.StagedRow`'s fields
-(:data:`~batch_sender.store.records.StagedValues`), and each distinct text is encoded once, not
+out as plain tuples in the order of :class:`~batch_sender.staged.StagedRow`'s fields
+(:data:`~batch_sender.staged.StagedValues`), and each distinct text is encoded once, not
 once per recipient.
 """
 
@@ -13,7 +13,7 @@ import hashlib
 import operator
 import string
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import NamedTuple
@@ -21,11 +21,11 @@ from typing import NamedTuple
 from batch_sender import numbers, sms
 from batch_sender.config import RunSettings
 from batch_sender.errors import InputError
-from batch_sender.sources import Record, Source
+from batch_sender.sources.base import Record, Source
+from batch_sender.staged import StagedRow, StagedValues
 from batch_sender.states import Status
-from batch_sender.store.records import StagedRow, StagedValues
 
-__all__ = ["DryRunReport", "Preparer", "SmartEncoding", "Template", "dry_run"]
+__all__ = ["DryRunReport", "Preparer", "SmartEncoding", "Tallies", "Template", "dry_run"]
 
 TEXT_COLUMN = "text"  # the column holding each row's text when --text is not given
 BINARY_PAYLOAD_BYTES = 140  # one SMS carries 140 bytes of user data, UDH included
@@ -134,6 +134,12 @@ class SmartEncoding:
     rows: int = 0  # rows whose text it changes
     parts_saved: int = 0  # message parts (credits at one per part) saved over those rows
 
+    def add_all(self, other: SmartEncoding) -> None:
+        """Count ``other``'s rows too (rows prepared elsewhere)."""
+        self.characters.update(other.characters)
+        self.rows += other.rows
+        self.parts_saved += other.parts_saved
+
     def as_dict(self) -> dict[str, object]:
         return {
             "enabled": self.enabled,
@@ -144,6 +150,16 @@ class SmartEncoding:
             "rows": self.rows,
             "parts_saved": self.parts_saved,
         }
+
+
+@dataclass(slots=True)
+class Tallies:
+    """What a :class:`Preparer` counted besides its rows: how a preparer in another process
+    hands its counts back (:meth:`Preparer.tallies`, :meth:`Preparer.add_tallies`)."""
+
+    interpretations: numbers.Interpretations
+    smart: SmartEncoding
+    non_gsm_rows: Counter[tuple[str, ...]]
 
 
 class _CountryColumn(NamedTuple):
@@ -230,7 +246,19 @@ class Preparer:
                 counts[char] += rows
         return counts
 
-    def staged(self, records: Iterable[Record], *, fields: bool = True) -> Iterator[StagedValues]:
+    def tallies(self) -> Tallies:
+        """What this preparer counted so far, besides its rows."""
+        return Tallies(self.interpretations, self.smart, self._non_gsm_rows)
+
+    def add_tallies(self, tallies: Tallies) -> None:
+        """Count what another preparer (of the same campaign) counted, as if done here."""
+        self.interpretations.add_all(tallies.interpretations)
+        self.smart.add_all(tallies.smart)
+        self._non_gsm_rows.update(tallies.non_gsm_rows)
+
+    def staged(
+        self, records: Iterable[Record], *, fields: bool = True
+    ) -> Generator[StagedValues, None, None]:
         """Each record as a staged row (:data:`StagedValues`: a :class:`StagedRow`'s fields in
         order), accepted (``pending``) or ``rejected`` with a reason, with the source row as a
         JSON object (``fields``; None when ``fields`` is False).
