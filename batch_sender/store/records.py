@@ -166,6 +166,12 @@ class PackedRecipients(_Packed[ChunkRecipient]):
     def _args(self) -> tuple[str, str]:
         return (self.ids, self.numbers)
 
+    def __len__(self) -> int:
+        # counted in the text: the coordinator sizes claims by it (``claim_scale``) and never
+        # needs the objects; making them only to count them was 8% of its send phase (py-spy,
+        # same text at 1M rows)
+        return self.ids.count(",") + 1
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
