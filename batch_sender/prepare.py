@@ -219,9 +219,13 @@ class Preparer:
         self._payloads: dict[str, _Payload | str] = {}
         #: one row's payload, from its values: the same for every row without placeholders
         self._payload_of: Callable[[Sequence[str]], _Payload | str] = self._encoded
+        #: whether each row's text is its own to render and encode (placeholders, or a text
+        #: column), not one text for every row: five times the work of a row, or more
+        self.renders_each_row = True
         if template is not None and template.static is not None:
             static = self._payload_or_reason(template.static)
             self._payload_of = lambda _values: static
+            self.renders_each_row = False
         #: how many accepted rows had each payload's non-GSM characters
         self._non_gsm_rows: Counter[tuple[str, ...]] = Counter()
         #: what --smart-encoding changed (or would change)

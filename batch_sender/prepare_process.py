@@ -4,7 +4,8 @@ Staging a campaign is two kinds of work: reading and preparing each row (the CSV
 number rules, the text's encoding and digest, the row's JSON) and writing it to the results
 database. In one process they take turns on one core; a million rows of one text spend about a
 third of staging preparing, a million distinct texts most of it. For a CSV file of at least
-:data:`MIN_BYTES` on a machine with a second core, :func:`staged_rows` starts ``python -m
+:data:`MIN_BYTES` (:data:`MIN_BYTES_RENDERED` when each row's text is rendered) on a machine
+with a second core, :func:`staged_rows` starts ``python -m
 batch_sender.prepare_process``, which opens the same file, prepares its rows with the same
 settings and hands them over in batches, while this process inserts the previous batch.
 
@@ -45,13 +46,16 @@ from batch_sender.sources.base import Source
 from batch_sender.sources.csvfile import CsvSource
 from batch_sender.staged import StagedValues
 
-__all__ = ["MIN_BYTES", "PrepareSpec", "staged_rows"]
+__all__ = ["MIN_BYTES", "MIN_BYTES_RENDERED", "PrepareSpec", "staged_rows"]
 
 log = logging.getLogger(__name__)
 
-#: a CSV file at least this large is prepared in a process of its own (about 100,000 rows of a
+#: a CSV file at least this large is prepared in a process of its own (about 110,000 rows of a
 #: number and two short columns); below it, the child's start-up (~0.2 s) outweighs the gain
 MIN_BYTES = 4 * 1024 * 1024
+#: the same when every row's text is rendered and encoded (about 28,000 such rows): preparing
+#: a row is then 18 µs, not 4 (see docs/PERFORMANCE.md)
+MIN_BYTES_RENDERED = 1024 * 1024
 #: rows per message from the child: large enough that pickling is per batch, not per row
 BATCH_ROWS = 2000
 #: how the preparing process is started (its module's ``__main__``)
@@ -78,12 +82,13 @@ def staged_rows(
     source: Source, settings: RunSettings, preparer: Preparer
 ) -> Generator[StagedValues, None, None]:
     """``preparer.staged(source.records())``, prepared in a process of its own when that pays:
-    a CSV file of at least :data:`MIN_BYTES` and a second core (see the module docstring).
+    a CSV file of at least :data:`MIN_BYTES` (:data:`MIN_BYTES_RENDERED` if each row's text is
+    rendered) and a second core (see the module docstring).
 
     The child starts at the first row asked for, and is ended when the iterator is closed or
     let go, at its end or not.
     """
-    if not _worth_a_process(source):
+    if not _worth_a_process(source, preparer.renders_each_row):
         return preparer.staged(source.records())
     assert isinstance(source, CsvSource)
     spec = PrepareSpec(
@@ -97,11 +102,11 @@ def staged_rows(
     return _from_child(spec, source, preparer)
 
 
-def _worth_a_process(source: Source) -> bool:
+def _worth_a_process(source: Source, rendered: bool) -> bool:
     if not isinstance(source, CsvSource) or len(os.sched_getaffinity(0)) < 2:
         return False
     try:
-        return source.path.stat().st_size >= MIN_BYTES
+        return source.path.stat().st_size >= (MIN_BYTES_RENDERED if rendered else MIN_BYTES)
     except OSError:
         return False  # read in this process, which then says what is wrong
 
