@@ -137,7 +137,7 @@ def _from_child(
         while True:
             try:
                 message = pickle.load(inbox)
-            except (EOFError, pickle.UnpicklingError) as exc:
+            except Exception as exc:  # its end of output, or a garbled stream: it is over
                 raise _ended(child, exc) from None
             kind = message[0]
             if kind == "rows":

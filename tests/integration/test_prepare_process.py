@@ -162,28 +162,35 @@ def test_too_many_unusable_rows_stage_nothing(tmp_path: Path) -> None:
         assert store.campaign("prepared") is None
 
 
-@pytest.mark.usefixtures("in_a_process")
-def test_a_preparing_process_that_dies_stages_nothing(
-    tmp_path: Path, campaign_csv: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(
-        prepare_process, "CHILD_COMMAND", (sys.executable, "-c", "raise SystemExit(3)")
-    )
-    url = f"sqlite:///{tmp_path / 'results.db'}"
-    with pytest.raises(BatchSenderError, match=r"exit status 3.*nothing was staged"):
-        stage(url, campaign_csv, settings())
-    with Store.open(url) as store:
-        assert store.campaign("prepared") is None
+#: stand-ins for a child that goes wrong: what the run must make of each
+_READ_SPEC = "import pickle, sys; sys.stdin.buffer.read(); out = sys.stdout.buffer; "
+BROKEN_CHILDREN = {
+    "dies": ("raise SystemExit(3)", r"exit status 3.*nothing was staged"),
+    "answers garbage": (_READ_SPEC + "out.write(b'not a pickle')", "nothing was staged"),
+    "answers an unknown pickle protocol": (
+        _READ_SPEC + "out.write(bytes([128, 9]) + b'x')",  # ValueError, not UnpicklingError
+        "ended before the last row.*nothing was staged",
+    ),
+    "stops mid-pickle": (
+        _READ_SPEC + "out.write(pickle.dumps(('rows', [(1, '2782', 'pending')] * 9))[:-5])",
+        "ended before the last row.*nothing was staged",
+    ),
+    "fails (a bug)": (
+        _READ_SPEC + "pickle.dump(('failed', 'Traceback: boom'), out)",
+        "preparing the rows failed, nothing was staged:\nTraceback: boom",
+    ),
+}
 
 
 @pytest.mark.usefixtures("in_a_process")
-def test_a_preparing_process_that_answers_garbage_stages_nothing(
-    tmp_path: Path, campaign_csv: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", BROKEN_CHILDREN)
+def test_a_preparing_process_that_goes_wrong_stages_nothing(
+    tmp_path: Path, campaign_csv: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    garbling = "import sys; sys.stdin.buffer.read(); sys.stdout.buffer.write(b'not a pickle')"
-    monkeypatch.setattr(prepare_process, "CHILD_COMMAND", (sys.executable, "-c", garbling))
+    code, message = BROKEN_CHILDREN[how]
+    monkeypatch.setattr(prepare_process, "CHILD_COMMAND", (sys.executable, "-c", code))
     url = f"sqlite:///{tmp_path / 'results.db'}"
-    with pytest.raises(BatchSenderError, match="nothing was staged"):
+    with pytest.raises(BatchSenderError, match=message):
         stage(url, campaign_csv, settings())
     with Store.open(url) as store:
         assert store.campaign("prepared") is None
